@@ -1,0 +1,1 @@
+"""Token extraction and verification."""

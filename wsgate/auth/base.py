@@ -1,0 +1,82 @@
+"""What every verifier returns, and the user object the auth middleware puts in the scope."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from starlette.authentication import BaseUser
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A verified token.
+
+    Attributes:
+        subject: The ``sub`` claim: who the connection belongs to.
+        claims: Every claim of the token, as verified.
+        scopes: The scopes granted, from the ``scope`` (space-separated) or ``scp`` claim.
+        expires_at: The ``exp`` claim as a Unix timestamp in seconds, or None.
+    """
+
+    subject: str
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
+    expires_at: float | None = None
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """Turns a token into an :class:`Identity`.
+
+    ``verify`` raises :class:`~wsgate.InvalidToken`, :class:`~wsgate.TokenExpired` or
+    :class:`~wsgate.AuthUnavailable`, and nothing else, whatever the token contains.
+    """
+
+    async def verify(self, token: str) -> Identity: ...
+
+
+class GateUser(BaseUser):
+    """The user of an authenticated connection, as ``websocket.user`` / ``scope["user"]``.
+
+    ``identity`` is the token's subject. ``is_dev`` is True only for the development bypass
+    user, which never exists in production.
+    """
+
+    def __init__(self, identity: Identity, *, is_dev: bool = False) -> None:
+        self.verified = identity
+        self.is_dev = is_dev
+
+    @property
+    def identity(self) -> str:
+        return self.verified.subject
+
+    @property
+    def display_name(self) -> str:
+        name = self.claims.get("name")
+        return name if isinstance(name, str) else self.verified.subject
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        return self.verified.claims
+
+    def __repr__(self) -> str:
+        return f"GateUser({self.identity!r}, is_dev={self.is_dev})"
+
+
+def scopes_from_claims(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scopes of a token: ``scope`` as a space-separated string, or ``scp`` as a list."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return tuple(scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, str):
+        return tuple(scp.split())
+    if isinstance(scp, list) and all(isinstance(item, str) for item in scp):
+        return tuple(scp)
+    return ()

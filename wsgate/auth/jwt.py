@@ -1,0 +1,291 @@
+"""JWTVerifier: local JWT verification with python-jose behind a hardened wrapper.
+
+The wrapper applies the RFC 8725 (JWT Best Current Practices) rules that a JOSE library leaves
+to its caller: an explicit algorithm list that cannot mix HMAC with public-key algorithms, a
+length and shape check before anything is decoded, keys chosen from a static set (a ``kid`` is
+only ever a dictionary key; ``jku``, ``x5u`` and ``jwk`` headers are never followed), strict
+types for the time claims, and no exception escaping other than the documented ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from jose import jwk, jws
+
+from wsgate.auth.base import Identity, scopes_from_claims
+from wsgate.exceptions import ConfigurationError, InvalidToken, TokenExpired
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+_KEY_TYPES = {"RS": "RSA", "ES": "EC"}
+_MIN_SECRET_BYTES = 32
+_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+class JWTVerifier:
+    """Verify JWTs locally against a shared secret, a PEM public key or a JWKS document.
+
+    Args:
+        algorithms: The accepted ``alg`` values, e.g. ``["HS256"]`` or ``["RS256", "ES256"]``.
+            Required. HMAC and public-key algorithms cannot be mixed: a verifier that accepts
+            both can be tricked into checking an HMAC made with the public key.
+        secret: The shared secret for HS* algorithms, at least 32 bytes.
+        public_key: A PEM-encoded public key for RS*/ES* algorithms.
+        jwks: A JWKS document (``{"keys": [...]}``) for RS*/ES* algorithms. The token's ``kid``
+            selects the key; with a single key, ``kid`` may be absent.
+        audience: When set, ``aud`` is required and must contain it. When not set, tokens that
+            carry an ``aud`` are refused (RFC 7519: the recipient must identify itself).
+        issuer: When set, ``iss`` is required and must equal it.
+        leeway: Allowed clock skew for ``exp``, ``nbf`` and ``iat``, in seconds.
+        require_exp: Refuse tokens without ``exp``. On by default; turn off only for tokens
+            whose lifetime something else bounds.
+        max_token_bytes: Longer tokens are refused before any decoding, in bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        algorithms: Sequence[str],
+        secret: str | bytes | None = None,
+        public_key: str | bytes | None = None,
+        jwks: Mapping[str, Any] | None = None,
+        # Claims
+        audience: str | None = None,
+        issuer: str | None = None,
+        require_exp: bool = True,
+        # Limits
+        leeway: float = 10.0,
+        max_token_bytes: int = 8192,
+    ) -> None:
+        self.algorithms = _check_algorithms(algorithms)
+        if not (isinstance(leeway, (int, float)) and 0 <= leeway < math.inf):
+            raise ConfigurationError(f"leeway must be a number of seconds >= 0, not {leeway!r}.")
+        if not (isinstance(max_token_bytes, int) and max_token_bytes > 0):
+            raise ConfigurationError(
+                f"max_token_bytes must be a positive number of bytes, not {max_token_bytes!r}."
+            )
+        self.audience = audience
+        self.issuer = issuer
+        self.require_exp = require_exp
+        self.leeway = float(leeway)
+        self.max_token_bytes = max_token_bytes
+        # Keys are built once: (kid, alg) -> key. kid None is the key for tokens without one.
+        self._keys = _build_keys(self.algorithms, secret, public_key, jwks)
+
+    async def verify(self, token: str) -> Identity:
+        """Verify ``token``. Raises InvalidToken or TokenExpired, never anything else."""
+        return self.verify_sync(token)
+
+    def verify_sync(self, token: str) -> Identity:
+        """The same as :meth:`verify`, for callers that are not async (it never blocks)."""
+        try:
+            raw = token.encode("ascii")
+        except (UnicodeEncodeError, AttributeError):
+            raise InvalidToken("the token is not an ASCII string") from None
+        if len(raw) > self.max_token_bytes:
+            raise InvalidToken(f"the token is longer than {self.max_token_bytes} bytes")
+        if not _COMPACT_JWS.fullmatch(raw):
+            raise InvalidToken("the token is not three base64url segments (a compact JWS)")
+        header = _decode_segment(raw.split(b".", 1)[0], "header")
+        key = self._select_key(header)
+        try:
+            payload = jws.verify(raw, key, [header["alg"]], verify=True)
+        except Exception:  # any failure inside the JOSE library is a bad token, nothing more
+            raise InvalidToken("the signature does not verify") from None
+        claims = _parse_json_object(payload, "payload")
+        return self._check_claims(claims)
+
+    def _select_key(self, header: dict[str, Any]) -> Any:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise InvalidToken(f"alg {alg!r} is not one of the accepted algorithms")
+        if "crit" in header:
+            raise InvalidToken("the token marks header parameters critical; none are supported")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("kid is not a string")
+        key = self._keys.get((kid, alg)) or self._keys.get((None, alg))
+        if key is None:
+            raise InvalidToken(f"no key with kid {kid!r} for alg {alg}")
+        return key
+
+    def _check_claims(self, claims: dict[str, Any]) -> Identity:
+        now = time.time()
+        exp = _time_claim(claims, "exp")
+        if exp is None and self.require_exp:
+            raise InvalidToken("the token has no exp claim")
+        if exp is not None and now - self.leeway >= exp:
+            raise TokenExpired("the token's exp has passed")
+        nbf = _time_claim(claims, "nbf")
+        if nbf is not None and now + self.leeway < nbf:
+            raise InvalidToken("the token is not valid yet (nbf is in the future)")
+        iat = _time_claim(claims, "iat")
+        if iat is not None and iat > now + self.leeway:
+            raise InvalidToken("the token was issued in the future (iat)")
+        self._check_audience(claims)
+        if self.issuer is not None and claims.get("iss") != self.issuer:
+            raise InvalidToken("iss is not the configured issuer")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("the token has no sub claim to identify the user")
+        return Identity(subject, claims, scopes_from_claims(claims), exp)
+
+    def _check_audience(self, claims: dict[str, Any]) -> None:
+        if "aud" not in claims:
+            if self.audience is not None:
+                raise InvalidToken("the token has no aud claim")
+            return
+        aud = claims["aud"]
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise InvalidToken("aud is neither a string nor a list of strings")
+        if self.audience is None:
+            raise InvalidToken(
+                "the token names an audience but JWTVerifier has none configured; set audience="
+            )
+        if self.audience not in audiences:
+            raise InvalidToken("aud does not include the configured audience")
+
+
+def _check_algorithms(algorithms: Sequence[str]) -> frozenset[str]:
+    if isinstance(algorithms, str) or not algorithms:
+        raise ConfigurationError(
+            f"algorithms must be a non-empty list such as ['HS256'], not {algorithms!r}."
+        )
+    chosen = frozenset(algorithms)
+    unknown = chosen - HMAC_ALGORITHMS - PUBLIC_KEY_ALGORITHMS
+    if unknown:
+        raise ConfigurationError(
+            f"algorithms {sorted(unknown)} are not supported for verification; choose from "
+            f"{sorted(HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS)} ('none' is never accepted)."
+        )
+    if chosen & HMAC_ALGORITHMS and chosen & PUBLIC_KEY_ALGORITHMS:
+        raise ConfigurationError(
+            f"algorithms {sorted(chosen)} mix HMAC with public-key algorithms, which lets a "
+            "public key be used as an HMAC secret. Use one family per verifier."
+        )
+    return chosen
+
+
+def _build_keys(
+    algorithms: frozenset[str],
+    secret: str | bytes | None,
+    public_key: str | bytes | None,
+    jwks: Mapping[str, Any] | None,
+) -> dict[tuple[str | None, str], Any]:
+    given = [
+        name
+        for name, value in [("secret", secret), ("public_key", public_key), ("jwks", jwks)]
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise ConfigurationError(
+            f"give exactly one of secret=, public_key= or jwks=, not {given or 'none'}."
+        )
+    if algorithms <= HMAC_ALGORITHMS:
+        if secret is None:
+            raise ConfigurationError(
+                f"algorithms {sorted(algorithms)} are HMAC and need secret=, not {given[0]}=."
+            )
+        raw = secret.encode() if isinstance(secret, str) else secret
+        if len(raw) < _MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"the HMAC secret is {len(raw)} bytes; use at least {_MIN_SECRET_BYTES} random "
+                "bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+            )
+        return {(None, alg): _construct(raw, alg, "secret") for alg in algorithms}
+    if secret is not None:
+        raise ConfigurationError(
+            f"algorithms {sorted(algorithms)} are public-key algorithms and need public_key= "
+            "or jwks=, not secret=."
+        )
+    if public_key is not None:
+        return {
+            (None, alg): _construct(public_key, alg, "public_key")
+            for alg in algorithms
+            if _fits(public_key, alg)
+        }
+    assert jwks is not None
+    return _jwks_keys(algorithms, jwks)
+
+
+def _jwks_keys(
+    algorithms: frozenset[str], jwks: Mapping[str, Any]
+) -> dict[tuple[str | None, str], Any]:
+    entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigurationError("jwks must be a JWKS document: {'keys': [<at least one JWK>]}.")
+    keys: dict[tuple[str | None, str], Any] = {}
+    signing = [e for e in entries if isinstance(e, Mapping) and e.get("use", "sig") == "sig"]
+    for entry in signing:
+        kid = entry.get("kid")
+        if len(signing) > 1 and not isinstance(kid, str):
+            raise ConfigurationError("every key of a JWKS with several keys needs a string kid.")
+        for alg in algorithms:
+            if entry.get("kty") != _KEY_TYPES[alg[:2]] or entry.get("alg", alg) != alg:
+                continue
+            key = _construct(dict(entry), alg, f"jwks key {kid!r}")
+            keys[(kid, alg)] = key
+            if len(signing) == 1:
+                keys[(None, alg)] = key
+    if not keys:
+        raise ConfigurationError(
+            f"jwks has no signing key usable with algorithms {sorted(algorithms)}."
+        )
+    return keys
+
+
+def _fits(public_key: str | bytes, alg: str) -> bool:
+    try:
+        jwk.construct(public_key, alg)
+    except Exception:
+        return False
+    return True
+
+
+def _construct(key: Any, alg: str, what: str) -> Any:
+    try:
+        return jwk.construct(key, alg)
+    except Exception as exc:
+        raise ConfigurationError(f"{what} cannot be used with {alg}: {exc}") from None
+
+
+def _decode_segment(segment: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken(f"the {what} is not base64url") from None
+    return _parse_json_object(data, what)
+
+
+def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidToken(f"the {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidToken(f"the {what} is not a JSON object")
+    return value
+
+
+def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    # bool is an int in Python, and a JSON true is not a time.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
+    raise InvalidToken(f"{name} is not a finite number of seconds")

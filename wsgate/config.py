@@ -1,0 +1,155 @@
+"""GateConfig: every setting of a Gate in one typed, validated object."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from wsgate._settings import Environment, parse_environment
+from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX
+from wsgate.exceptions import ConfigurationError
+
+ENV_PREFIX = "WSGATE_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateConfig:
+    """The settings of a :class:`~wsgate.Gate`, checked once when created.
+
+    Build it in code, or from ``WSGATE_*`` environment variables with :meth:`from_env`.
+    Secrets are kept out of ``repr``.
+    """
+
+    environment: Environment = Environment.PRODUCTION
+    """``production`` (the default) or ``development``. Env: ``WSGATE_ENV``."""
+
+    # Origin
+    allowed_origins: tuple[str, ...] = ()
+    """Exact origins allowed to connect. Env: ``WSGATE_ALLOWED_ORIGINS`` (comma-separated)."""
+    allowed_origin_regex: str | None = None
+    """A regex matched against the whole origin. Env: ``WSGATE_ALLOWED_ORIGIN_REGEX``."""
+    allow_missing_origin: bool = False
+    """Let in clients that send no Origin. Env: ``WSGATE_ALLOW_MISSING_ORIGIN``."""
+    allow_any_origin: bool = False
+    """Allow ``*`` in production. Env: ``WSGATE_ALLOW_ANY_ORIGIN``."""
+
+    # Authentication
+    jwt_secret: str | None = field(default=None, repr=False)
+    """HMAC secret, at least 32 bytes. Env: ``WSGATE_JWT_SECRET``."""
+    jwt_public_key: str | None = field(default=None, repr=False)
+    """PEM public key text. Env: ``WSGATE_JWT_PUBLIC_KEY`` (a path to the PEM file)."""
+    jwt_jwks: Mapping[str, Any] | None = field(default=None, repr=False)
+    """A JWKS document. Env: ``WSGATE_JWT_JWKS_FILE`` (a path to the JSON file)."""
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    """Accepted ``alg`` values. Env: ``WSGATE_JWT_ALGORITHMS`` (comma-separated)."""
+    jwt_audience: str | None = None
+    """Required ``aud``. Env: ``WSGATE_JWT_AUDIENCE``."""
+    jwt_issuer: str | None = None
+    """Required ``iss``. Env: ``WSGATE_JWT_ISSUER``."""
+    jwt_leeway: float = 10.0
+    """Clock skew allowed on time claims, in seconds. Env: ``WSGATE_JWT_LEEWAY``."""
+    auth_url: str | None = None
+    """Introspection URL; when set, tokens are checked remotely. Env: ``WSGATE_AUTH_URL``."""
+    dev_bypass: bool = False
+    """Development only: no token logs in as ``dev_user``. Env: ``WSGATE_DEV_BYPASS``."""
+    dev_user: str = "dev-user"
+    """Subject of the bypass user. Env: ``WSGATE_DEV_USER``."""
+    subprotocol_prefixes: tuple[str, ...] = (DEFAULT_SUBPROTOCOL_PREFIX,)
+    """Token prefixes in Sec-WebSocket-Protocol. Env: ``WSGATE_SUBPROTOCOL_PREFIXES``."""
+    query_param: str | None = None
+    """Query parameter to read a token from; off by default. Env: ``WSGATE_QUERY_PARAM``."""
+    reject_before_accept: bool = False
+    """Refuse auth failures with HTTP statuses. Env: ``WSGATE_REJECT_BEFORE_ACCEPT``."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise in place once, here
+        set_(self, "environment", parse_environment(self.environment))
+        for name in ("allowed_origins", "jwt_algorithms", "subprotocol_prefixes"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigurationError(
+                    f"{name} must be a list or tuple, not the string {value!r}; write ({value!r},)."
+                )
+            set_(self, name, tuple(value))
+        if not (isinstance(self.jwt_leeway, (int, float)) and 0 <= self.jwt_leeway < math.inf):
+            raise ConfigurationError(
+                f"jwt_leeway must be a number of seconds >= 0, not {self.jwt_leeway!r}."
+            )
+        if self.dev_bypass and self.environment is Environment.PRODUCTION:
+            raise ConfigurationError(
+                "dev_bypass is on in a production config (WSGATE_DEV_BYPASS with WSGATE_ENV "
+                "unset or 'production'). The bypass lets anyone in without a token: turn it "
+                "off, or set WSGATE_ENV=development on a development machine."
+            )
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.DEVELOPMENT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> GateConfig:
+        """Read ``WSGATE_*`` variables; ``overrides`` win over the environment.
+
+        Raises ConfigurationError naming the variable when a value cannot be parsed.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            name = item.name
+            variable, parse = _ENV_READERS.get(name, (ENV_PREFIX + name.upper(), None))
+            raw = env.get(variable)
+            if raw is None or raw.strip() == "":
+                continue
+            parser = parse or _parser_for(item.type)
+            try:
+                values[name] = parser(raw.strip())
+            except (ValueError, OSError) as exc:
+                raise ConfigurationError(f"{variable}={raw!r} cannot be used: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of true/false, 1/0, yes/no, on/off")
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _read_text(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+def _read_json(path: str) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _parser_for(annotation: object) -> Callable[[str], Any]:
+    text = str(annotation)
+    if text.startswith("bool"):
+        return _bool
+    if text.startswith("float"):
+        return float
+    if text.startswith("int"):
+        return int
+    if text.startswith("tuple"):
+        return _list
+    return str
+
+
+_ENV_READERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "environment": ("WSGATE_ENV", str),
+    "jwt_public_key": ("WSGATE_JWT_PUBLIC_KEY", _read_text),
+    "jwt_jwks": ("WSGATE_JWT_JWKS_FILE", _read_json),
+}

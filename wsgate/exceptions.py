@@ -1,0 +1,58 @@
+"""Exceptions raised by wsgate.
+
+Every exception wsgate raises on purpose derives from :class:`WSGateError`::
+
+    WSGateError
+     ├── ConfigurationError        a bad option, raised once at construction
+     └── AuthenticationError       a token was not accepted (carries its Refusal)
+          ├── InvalidToken         close 1008 "invalid_token"
+          ├── TokenExpired         close 1008 "token_expired"
+          └── AuthUnavailable      close 1013 "auth_unavailable"
+
+Verifiers raise the ``AuthenticationError`` subclasses; the auth middleware turns them into
+the close code and reason from :mod:`wsgate.refusals`. Their messages are for server logs and
+never reach a client.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from wsgate import refusals
+from wsgate.refusals import Refusal
+
+
+class WSGateError(Exception):
+    """Base class of every exception wsgate raises on purpose."""
+
+
+class ConfigurationError(WSGateError, ValueError):
+    """An option was given a value wsgate cannot work with.
+
+    Raised at construction, never while serving: a gate that starts is configured correctly.
+    The message names the option, the bad value and what would be valid.
+    """
+
+
+class AuthenticationError(WSGateError):
+    """A token was offered but not accepted."""
+
+    refusal: ClassVar[Refusal] = refusals.INVALID_TOKEN
+
+
+class InvalidToken(AuthenticationError):
+    """The token is malformed, forged, or fails a claim check other than expiry."""
+
+    refusal = refusals.INVALID_TOKEN
+
+
+class TokenExpired(AuthenticationError):
+    """The token's signature is valid but its ``exp`` has passed."""
+
+    refusal = refusals.TOKEN_EXPIRED
+
+
+class AuthUnavailable(AuthenticationError):
+    """The token could not be checked: the auth service is down, slow or failing."""
+
+    refusal = refusals.AUTH_UNAVAILABLE

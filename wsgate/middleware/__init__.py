@@ -1,0 +1,1 @@
+"""The pure-ASGI middlewares, one per module. Each works alone or inside a Gate."""

@@ -1,0 +1,209 @@
+"""AuthMiddleware: authenticate a WebSocket handshake with a token before the app runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from starlette.authentication import AuthCredentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wsgate import refusals
+from wsgate._settings import Environment, parse_environment
+from wsgate.auth.base import GateUser, Identity, Verifier
+from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, TokenExtractor
+from wsgate.exceptions import AuthenticationError, ConfigurationError
+from wsgate.refusals import Refusal
+
+logger = logging.getLogger("wsgate.auth")
+
+
+class AuthMiddleware:
+    """Let a WebSocket connection in only with a verified token.
+
+    On success the app sees ``scope["user"]`` (a :class:`~wsgate.GateUser` whose identity is
+    the token's ``sub``) and ``scope["auth"]`` (Starlette ``AuthCredentials`` with the token's
+    scopes), so ``websocket.user`` and ``starlette.authentication.requires`` work unchanged.
+    Token entries are removed from ``scope["subprotocols"]``: the app never sees the token and
+    cannot echo it.
+
+    A refused connection is accepted and closed at once with 1008 (or 1013 when the auth
+    service is down) and a reason from the close-code table, because that is the only way a
+    browser can learn why. The app never runs for it.
+
+    Args:
+        app: The ASGI app to protect.
+        verifier: What checks tokens: a :class:`~wsgate.JWTVerifier`, a
+            :class:`~wsgate.RemoteVerifier`, or anything with ``async verify(token)``.
+            Required in production.
+        environment: ``"production"`` (the default) or ``"development"``.
+        dev_bypass: In development only, let a connection without any token in as
+            ``dev_user``, marked ``is_dev``. Refused at construction in production.
+        dev_user: The subject of the development bypass user.
+        subprotocols: The application subprotocols the endpoint supports, in order of
+            preference, e.g. ``["mcp"]``. None accepts whatever the client offers first.
+        header: Read the token from ``Authorization: Bearer``.
+        subprotocol_prefixes: Prefixes that mark a ``Sec-WebSocket-Protocol`` entry as a
+            base64url token; empty turns that source off.
+        query_param: Read the token from this query-string parameter. Off by default, because
+            query strings land in access logs and a token there can leak.
+        user_param: The path parameter that must equal the token's subject when present
+            (``/ws/{user_id}``). None turns the check off.
+        reject_before_accept: Refuse with an HTTP status (401, 403, 503) during the handshake
+            instead of accept-then-close. Browsers then only see close code 1006.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: Verifier | None = None,
+        environment: Environment | str = Environment.PRODUCTION,
+        dev_bypass: bool = False,
+        dev_user: str = "dev-user",
+        subprotocols: Sequence[str] | None = None,
+        # Token sources
+        header: bool = True,
+        subprotocol_prefixes: Sequence[str] = (DEFAULT_SUBPROTOCOL_PREFIX,),
+        query_param: str | None = None,
+        # Checks
+        user_param: str | None = "user_id",
+        reject_before_accept: bool = False,
+    ) -> None:
+        self.app = app
+        self.environment = parse_environment(environment)
+        production = self.environment is Environment.PRODUCTION
+        if production and dev_bypass:
+            raise ConfigurationError(
+                "dev_bypass=True lets anyone in without a token, so it is refused in "
+                "production. Set environment='development' on a development machine, or "
+                "turn the bypass off."
+            )
+        if production and verifier is None:
+            raise ConfigurationError(
+                "a production AuthMiddleware needs verifier= (a JWTVerifier or RemoteVerifier)."
+            )
+        if verifier is not None and not isinstance(verifier, Verifier):
+            raise ConfigurationError(
+                f"verifier must have an async verify(token) method; got {verifier!r}."
+            )
+        if isinstance(subprotocols, str):
+            raise ConfigurationError(
+                f"subprotocols must be a list, not the string {subprotocols!r}; "
+                f"write [{subprotocols!r}]."
+            )
+        if not dev_user:
+            raise ConfigurationError("dev_user must be a non-empty subject.")
+        self.verifier = verifier
+        self.dev_bypass = dev_bypass and not production
+        self.dev_identity = Identity(dev_user, {"sub": dev_user, "dev": True})
+        self.supported = None if subprotocols is None else tuple(subprotocols)
+        self.extractor = TokenExtractor(
+            header=header, subprotocol_prefixes=subprotocol_prefixes, query_param=query_param
+        )
+        self.user_param = user_param
+        self.reject_before_accept = reject_before_accept
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        handshake = self.extractor.extract(
+            scope["headers"], scope.get("subprotocols", ()), scope.get("query_string", b"")
+        )
+        selected = self._select(handshake.subprotocols)
+        if handshake.via_subprotocol and selected is None:
+            await self._refuse(scope, receive, send, refusals.SUBPROTOCOL_REQUIRED, None)
+            return
+        if handshake.error is not None:
+            await self._refuse(
+                scope, receive, send, refusals.INVALID_TOKEN, selected, handshake.error
+            )
+            return
+
+        is_dev = False
+        if handshake.token is not None and self.verifier is not None:
+            try:
+                identity = await self.verifier.verify(handshake.token)
+            except AuthenticationError as exc:
+                await self._refuse(scope, receive, send, exc.refusal, selected, str(exc))
+                return
+            except Exception:
+                logger.exception("verifier %r raised an undocumented exception", self.verifier)
+                await self._refuse(scope, receive, send, refusals.AUTH_UNAVAILABLE, selected)
+                return
+        elif handshake.token is not None:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                refusals.INVALID_TOKEN,
+                selected,
+                "a token was offered but no verifier is configured",
+            )
+            return
+        elif self.dev_bypass:
+            identity, is_dev = self.dev_identity, True
+        else:
+            await self._refuse(scope, receive, send, refusals.AUTH_REQUIRED, selected)
+            return
+
+        if self.user_param is not None:
+            claimed = scope.get("path_params", {}).get(self.user_param)
+            if claimed is not None and claimed != identity.subject:
+                await self._refuse(scope, receive, send, refusals.USER_MISMATCH, selected)
+                return
+
+        scope = dict(scope)
+        scope["user"] = GateUser(identity, is_dev=is_dev)
+        scope["auth"] = AuthCredentials(list(identity.scopes))
+        scope["subprotocols"] = handshake.subprotocols
+        if handshake.via_subprotocol:
+            send = _echoing(send, handshake.subprotocols, selected)
+        await self.app(scope, receive, send)
+
+    def _select(self, offered: list[str]) -> str | None:
+        if self.supported is None:
+            return offered[0] if offered else None
+        return next((protocol for protocol in offered if protocol in self.supported), None)
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        refusal: Refusal,
+        subprotocol: str | None,
+        detail: str = "",
+    ) -> None:
+        client = scope.get("client")
+        logger.info(
+            "refused %s from %s: %s%s",
+            scope.get("path", ""),
+            f"{client[0]}:{client[1]}" if client else "unknown client",
+            refusal.reason,
+            f" ({detail})" if detail else "",
+        )
+        await refusals.refuse(
+            scope,
+            receive,
+            send,
+            refusal,
+            before_accept=self.reject_before_accept,
+            subprotocol=subprotocol,
+        )
+
+
+def _echoing(send: Send, offered: list[str], selected: str | None) -> Send:
+    """Make the accept echo an offered application subprotocol, never a token entry.
+
+    A browser that offered subprotocols fails a handshake whose accept echoes none, so an app
+    that accepts without choosing gets ``selected`` filled in.
+    """
+
+    async def send_accept(message: Message) -> None:
+        if message["type"] == "websocket.accept" and message.get("subprotocol") not in offered:
+            message = {**message, "subprotocol": selected}
+        await send(message)
+
+    return send_accept

@@ -1,0 +1,149 @@
+"""The close-code table: every way wsgate refuses a connection, in one place.
+
+A refusal happens at one of two moments:
+
+* **before accept** the handshake is answered with an HTTP status. When the server offers the
+  ASGI ``websocket.http.response`` extension the body is JSON ``{"error": "<reason>"}``;
+  otherwise the server answers 403 with an empty body.
+* **after accept** the connection is accepted and closed at once with a close code and a
+  reason. Browsers hide the HTTP status of a refused handshake (JavaScript only sees 1006),
+  so refusals a client must be able to read are sent this way.
+
+Middlewares never build close frames or denial responses themselves: they call
+:func:`refuse` (during the handshake) or :func:`close_message` (on an open connection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+__all__ = [
+    "AUTH_REQUIRED",
+    "AUTH_UNAVAILABLE",
+    "CLOSE_CODES",
+    "INVALID_TOKEN",
+    "ORIGIN_NOT_ALLOWED",
+    "SUBPROTOCOL_REQUIRED",
+    "TOKEN_EXPIRED",
+    "USER_MISMATCH",
+    "Refusal",
+    "close_message",
+    "refuse",
+]
+
+DENIAL_EXTENSION = "websocket.http.response"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One row of the close-code table.
+
+    Attributes:
+        reason: The snake_case word the client receives as close reason or JSON error.
+        close_code: The WebSocket close code used when refusing after accept.
+        http_status: The HTTP status used when refusing before accept.
+        handshake_only: True when the refusal can only happen before accept.
+        description: When it happens, in one sentence, for docs and ``/ws/config``.
+    """
+
+    reason: str
+    close_code: int
+    http_status: int
+    handshake_only: bool
+    description: str
+
+
+ORIGIN_NOT_ALLOWED = Refusal(
+    "origin_not_allowed", 1008, 403, True, "The Origin header is not on the allow-list."
+)
+SUBPROTOCOL_REQUIRED = Refusal(
+    "subprotocol_required",
+    1002,
+    400,
+    True,
+    "The token came in Sec-WebSocket-Protocol, but no other subprotocol was offered that the "
+    "endpoint supports; a browser fails a handshake that echoes none.",
+)
+AUTH_REQUIRED = Refusal("auth_required", 1008, 401, False, "No token was offered.")
+INVALID_TOKEN = Refusal(
+    "invalid_token",
+    1008,
+    401,
+    False,
+    "The token is malformed or fails a check: signature, format, alg, aud, iss, nbf or iat.",
+)
+TOKEN_EXPIRED = Refusal("token_expired", 1008, 401, False, "The token's exp has passed.")
+USER_MISMATCH = Refusal(
+    "user_mismatch", 1008, 403, False, "The {user_id} in the path is not the token's subject."
+)
+AUTH_UNAVAILABLE = Refusal(
+    "auth_unavailable",
+    1013,
+    503,
+    False,
+    "The auth service is unreachable, timing out or answering 5xx; try again later.",
+)
+
+CLOSE_CODES: tuple[Refusal, ...] = (
+    ORIGIN_NOT_ALLOWED,
+    SUBPROTOCOL_REQUIRED,
+    AUTH_REQUIRED,
+    INVALID_TOKEN,
+    TOKEN_EXPIRED,
+    USER_MISMATCH,
+    AUTH_UNAVAILABLE,
+)
+
+
+def close_message(refusal: Refusal) -> Message:
+    """The ASGI ``websocket.close`` message that ends an open connection with ``refusal``."""
+    return {"type": "websocket.close", "code": refusal.close_code, "reason": refusal.reason}
+
+
+async def refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    refusal: Refusal,
+    *,
+    before_accept: bool = False,
+    subprotocol: str | None = None,
+) -> None:
+    """Refuse a connection that is still in its handshake. The app is never called.
+
+    Args:
+        refusal: The row of the close-code table to answer with.
+        before_accept: Answer with an HTTP status instead of accept-then-close. Refusals
+            marked ``handshake_only`` are always answered this way.
+        subprotocol: The subprotocol to echo in the accept, so browsers complete the
+            handshake and can read the close reason.
+    """
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client left during the handshake: nobody to answer
+    try:
+        if before_accept or refusal.handshake_only:
+            await _deny(scope, send, refusal)
+        else:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send(close_message(refusal))
+    except OSError:
+        pass  # the client vanished mid-refusal; there is nothing left to tell it
+
+
+async def _deny(scope: Scope, send: Send, refusal: Refusal) -> None:
+    if DENIAL_EXTENSION not in scope.get("extensions", {}):
+        # Without the extension the server answers 403 with an empty body.
+        await send(close_message(refusal))
+        return
+    body = orjson.dumps({"error": refusal.reason})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if refusal.http_status == 401:
+        headers.append((b"www-authenticate", b'Bearer error="%s"' % refusal.reason.encode()))
+    await send(
+        {"type": "websocket.http.response.start", "status": refusal.http_status, "headers": headers}
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
