@@ -1,0 +1,40 @@
+# Everything runs inside .venv, which the first target that needs it creates.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: help demo test lint typecheck docs check clean
+
+help:
+	@echo "make demo       serve the example app in development mode on http://127.0.0.1:8000"
+	@echo "make test       run the test suite"
+	@echo "make check      ruff, mypy --strict and a strict docs build"
+	@echo "make docs       build the docs into site/"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check wsgate tests examples
+	$(BIN)/ruff format --check wsgate tests examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+check: lint typecheck docs
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

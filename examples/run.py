@@ -1,0 +1,68 @@
+"""`make demo`: serve the example app in development mode, and say how to connect.
+
+Settings already in the environment win; otherwise this picks development defaults: a fresh
+random JWT secret, origins of localhost on the chosen port, and clients without an Origin let
+in. Nothing but Python and the package's own dependencies is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+
+import uvicorn
+
+from wsgate import GateConfig, encode_subprotocol
+from wsgate.testing import TokenFactory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+
+    base = f"{args.host}:{args.port}"
+    os.environ.setdefault("WSGATE_ENV", "development")
+    os.environ.setdefault("WSGATE_JWT_SECRET", secrets.token_urlsafe(48))
+    os.environ.setdefault("WSGATE_ALLOWED_ORIGINS", f"http://{base},http://localhost:{args.port}")
+    os.environ.setdefault("WSGATE_ALLOW_MISSING_ORIGIN", "true")
+    config = GateConfig.from_env()  # fail here, with the variable's name, on a bad setting
+
+    token = TokenFactory(
+        config.jwt_secret, audience=config.jwt_audience, issuer=config.jwt_issuer, ttl=8 * 3600
+    ).valid("alice")
+    print(
+        f"""
+wsgate example app ({config.environment.value}) on http://{base}
+
+  /ws                 JSON chat; without a token you are the dev user (development only)
+  /ws/secure          JSON chat; a JWT is always required
+  /ws/{{user_id}}       /ws for that user only, e.g. /ws/alice with alice's token
+  /ws/mcp             JSON-RPC 2.0 (MCP), subprotocol "mcp"
+
+A token for "alice", valid for 8 hours:
+
+  {token}
+
+Try it from another terminal:
+
+  .venv/bin/python -m examples.client ws://{base}/ws '{{"type": "whoami"}}'
+  .venv/bin/python -m examples.client ws://{base}/ws/secure --token {token} \\
+      '{{"type": "echo", "payload": "hi"}}'
+  .venv/bin/python -m examples.client ws://{base}/ws/secure   # refused: 1008 auth_required
+
+Browsers send the token as a subprotocol next to "chat":
+  new WebSocket("ws://{base}/ws/secure", ["chat", "{encode_subprotocol(token)}"])
+""",
+        flush=True,
+    )
+    # Show wsgate's refusals ("refused /ws/secure from ...: auth_required") next to uvicorn's.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(name)s: %(message)s")
+    uvicorn.run("examples.app:app", host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()
