@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.endpoints import WebSocketEndpoint
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from wsgate import (
+    ConfigurationError,
+    Environment,
+    Gate,
+    GateConfig,
+    JWTVerifier,
+    RemoteVerifier,
+)
+from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "gate-test-secret-that-is-long-enough-0123456789"
+ORIGIN = "https://app.example.com"
+
+
+class Whoami(WebSocketEndpoint):
+    encoding = "json"
+
+    async def on_connect(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"user": websocket.user.identity})
+
+
+async def hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+def test_production_gate_without_a_key_says_which_variables_to_set() -> None:
+    with pytest.raises(ConfigurationError, match="WSGATE_JWT_SECRET") as raised:
+        Gate()
+    assert "WSGATE_AUTH_URL" in str(raised.value)
+
+
+def test_the_config_chooses_the_verifier() -> None:
+    assert isinstance(Gate(GateConfig(jwt_secret=SECRET)).verifier, JWTVerifier)
+    remote = Gate(GateConfig(auth_url="http://127.0.0.1:9/introspect")).verifier
+    assert isinstance(remote, RemoteVerifier)
+    assert Gate(GateConfig(environment=Environment.DEVELOPMENT)).verifier is None
+    with pytest.raises(ConfigurationError, match="choose remote or local"):
+        Gate(GateConfig(jwt_secret=SECRET, auth_url="http://127.0.0.1:9/introspect"))
+
+
+def test_a_public_key_with_the_default_hmac_algorithm_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="HMAC and need secret="):
+        Gate(GateConfig(jwt_public_key="-----BEGIN PUBLIC KEY-----"))
+
+
+def test_the_bypass_cannot_be_turned_on_per_endpoint_in_production() -> None:
+    gate = Gate(GateConfig(jwt_secret=SECRET))
+    with pytest.raises(ConfigurationError, match="refused in production"):
+        gate.wrap(Whoami, dev_bypass=True)
+
+
+async def test_origin_is_checked_before_the_token() -> None:
+    gate = Gate(GateConfig(jwt_secret=SECRET, allowed_origins=(ORIGIN,)))
+    app = Starlette(routes=[WebSocketRoute("/ws", gate.wrap(Whoami))])
+    with LiveServer(app) as server:
+        # No token and a foreign origin: the origin refusal wins, before any accept.
+        with pytest.raises(HandshakeRejected) as refused:
+            await WSClient(server.ws("/ws"), origin="https://evil.example").connect()
+        assert refused.value.status == 403
+        assert refused.value.json() == {"error": "origin_not_allowed"}
+        async with WSClient(server.ws("/ws"), origin=ORIGIN) as ws:
+            assert await ws.wait_closed() == (1008, "auth_required")
+
+
+async def test_a_gate_can_wrap_a_whole_app() -> None:
+    gate = Gate(GateConfig(jwt_secret=SECRET, allow_missing_origin=True))
+    inner = Starlette(
+        routes=[Route("/hello", hello), WebSocketRoute("/ws", Whoami)],
+    )
+    with LiveServer(gate.wrap(inner)) as server:
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"{server.url}/hello")
+        assert (response.status_code, response.text) == (200, "hello")
+        async with WSClient(server.ws("/ws")) as ws:
+            assert await ws.wait_closed() == (1008, "auth_required")
+        async with WSClient(server.ws("/ws"), token=TokenFactory(SECRET).valid("carol")) as ws:
+            assert await ws.receive_json() == {"user": "carol"}
+
+
+async def test_development_gate_without_a_key_refuses_offered_tokens() -> None:
+    gate = Gate(GateConfig(environment=Environment.DEVELOPMENT, allow_missing_origin=True))
+    app = Starlette(routes=[WebSocketRoute("/ws", gate.wrap(Whoami, dev_bypass=True))])
+    with LiveServer(app) as server:
+        async with WSClient(server.ws("/ws")) as ws:
+            assert await ws.receive_json() == {"user": "dev-user"}
+        async with WSClient(server.ws("/ws"), token=TokenFactory(SECRET).valid()) as ws:
+            assert await ws.wait_closed() == (1008, "invalid_token")
+
+
+async def test_aclose_closes_the_remote_verifiers_client() -> None:
+    gate = Gate(GateConfig(auth_url="http://127.0.0.1:9/introspect"))
+    assert isinstance(gate.verifier, RemoteVerifier)
+    await gate.aclose()
+    assert gate.verifier._client.is_closed
