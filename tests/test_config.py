@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from wsgate import DEFAULT_SUBPROTOCOL_PREFIX as PREFIX
 from wsgate import ConfigurationError, Environment, GateConfig
 
 SECRET = "a-secret-of-at-least-thirty-two-bytes-000000"
@@ -41,7 +42,7 @@ def test_from_env_reads_every_documented_variable(tmp_path: Path) -> None:
             "WSGATE_ALLOW_ANY_ORIGIN": "0",
             "WSGATE_DEV_BYPASS": "on",
             "WSGATE_DEV_USER": "dana",
-            "WSGATE_SUBPROTOCOL_PREFIXES": "base64url.bearer.,base64url.bearer.authorization.k8s.io.",
+            "WSGATE_SUBPROTOCOL_PREFIXES": f"{PREFIX},{PREFIX}authorization.k8s.io.",
             "WSGATE_QUERY_PARAM": "access_token",
             "WSGATE_REJECT_BEFORE_ACCEPT": "true",
         }

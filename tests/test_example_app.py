@@ -36,7 +36,7 @@ def example_app(env: dict[str, str]) -> Iterator[str]:
     sock.listen(64)  # connections queue here until uvicorn is ready: no polling needed
     port = sock.getsockname()[1]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")} | env
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "examples.app:app", "--fd", str(sock.fileno())],
         cwd=ROOT,
         env=environ,
