@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from starlette.authentication import BaseUser
+
+from wsgate.exceptions import InvalidToken
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,18 @@ def scopes_from_claims(claims: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(scp, list) and all(isinstance(item, str) for item in scp):
         return tuple(scp)
     return ()
+
+
+def timestamp(value: Any, name: str) -> float:
+    """A time claim as seconds, or InvalidToken unless it is a finite JSON number.
+
+    ``true`` is an int to Python but not a time, and a huge integer is not finite.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if math.isfinite(seconds):
+            return seconds
+    raise InvalidToken(f"{name} is not a finite number of seconds")

@@ -18,14 +18,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jws
 
-from wsgate.auth.base import Identity, scopes_from_claims
+from wsgate.auth.base import Identity, scopes_from_claims, timestamp
 from wsgate.exceptions import ConfigurationError, InvalidToken, TokenExpired
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 _KEY_TYPES = {"RS": "RSA", "ES": "EC"}
+# ES algorithm -> (cryptography's curve name, the JWK "crv")
+_CURVES = {
+    "ES256": ("secp256r1", "P-256"),
+    "ES384": ("secp384r1", "P-384"),
+    "ES512": ("secp521r1", "P-521"),
+}
 _MIN_SECRET_BYTES = 32
 _COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
@@ -208,11 +218,7 @@ def _build_keys(
             "or jwks=, not secret=."
         )
     if public_key is not None:
-        return {
-            (None, alg): _construct(public_key, alg, "public_key")
-            for alg in algorithms
-            if _fits(public_key, alg)
-        }
+        return _pem_keys(algorithms, public_key)
     assert jwks is not None
     return _jwks_keys(algorithms, jwks)
 
@@ -232,6 +238,8 @@ def _jwks_keys(
         for alg in algorithms:
             if entry.get("kty") != _KEY_TYPES[alg[:2]] or entry.get("alg", alg) != alg:
                 continue
+            if alg in _CURVES and entry.get("crv") != _CURVES[alg][1]:
+                continue
             key = _construct(dict(entry), alg, f"jwks key {kid!r}")
             keys[(kid, alg)] = key
             if len(signing) == 1:
@@ -243,12 +251,37 @@ def _jwks_keys(
     return keys
 
 
-def _fits(public_key: str | bytes, alg: str) -> bool:
+def _pem_keys(algorithms: frozenset[str], pem: str | bytes) -> dict[tuple[str | None, str], Any]:
+    loaded = _load_public_key(pem)
+    usable = sorted(alg for alg in algorithms if _fits(loaded, alg))
+    if not usable:
+        raise ConfigurationError(
+            f"public_key is {type(loaded).__name__.removeprefix('_')}, which cannot verify "
+            f"any of {sorted(algorithms)}: RS* need an RSA key, and ES256, ES384 and ES512 "
+            "an EC key on P-256, P-384 and P-521."
+        )
+    return {(None, alg): _construct(pem, alg, "public_key") for alg in usable}
+
+
+def _load_public_key(pem: str | bytes) -> Any:
+    data = pem.encode("ascii", "replace") if isinstance(pem, str) else pem
     try:
-        jwk.construct(public_key, alg)
-    except Exception:
-        return False
-    return True
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        pass
+    try:
+        return x509.load_pem_x509_certificate(data).public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ConfigurationError(
+            "public_key is not a PEM public key or certificate: give the text that starts "
+            "with '-----BEGIN PUBLIC KEY-----' (or '-----BEGIN CERTIFICATE-----')."
+        ) from None
+
+
+def _fits(key: Any, alg: str) -> bool:
+    if alg in _CURVES:
+        return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == _CURVES[alg][0]
+    return isinstance(key, rsa.RSAPublicKey)
 
 
 def _construct(key: Any, alg: str, what: str) -> Any:
@@ -277,15 +310,4 @@ def _parse_json_object(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
-    if name not in claims:
-        return None
-    value = claims[name]
-    # bool is an int in Python, and a JSON true is not a time.
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            seconds = float(value)
-        except OverflowError:
-            seconds = math.inf
-        if math.isfinite(seconds):
-            return seconds
-    raise InvalidToken(f"{name} is not a finite number of seconds")
+    return timestamp(claims[name], name) if name in claims else None

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from wsgate.auth.base import Identity, scopes_from_claims
+from wsgate.auth.base import Identity, scopes_from_claims, timestamp
 from wsgate.exceptions import (
     AuthenticationError,
     AuthUnavailable,
@@ -82,8 +82,14 @@ class RemoteVerifier:
             raise ConfigurationError(
                 "RemoteVerifier needs httpx: pip install 'wsgate[remote]'."
             ) from None
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"url must be an http:// or https:// URL, not {url!r}.")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigurationError(
+                f"url must be an http:// or https:// URL with a host, not {url!r}."
+            )
         for name, value in [
             ("connect_timeout", connect_timeout),
             ("read_timeout", read_timeout),
@@ -134,9 +140,10 @@ class RemoteVerifier:
 
     async def verify(self, token: str) -> Identity:
         """Verify ``token``: InvalidToken, TokenExpired or AuthUnavailable when it fails."""
-        if len(token) > self.max_token_bytes:
+        raw = token.encode("utf-8", "surrogatepass")
+        if len(raw) > self.max_token_bytes:
             raise InvalidToken(f"the token is longer than {self.max_token_bytes} bytes")
-        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        key = hashlib.sha256(raw).digest()
         now = time.time()
         cached = self._cache.get(key)
         if cached is not None:
@@ -187,7 +194,7 @@ class RemoteVerifier:
             raise AuthUnavailable(f"auth service answered HTTP {response.status_code}")
         try:
             answer = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise AuthUnavailable("auth service answered something that is not JSON") from None
         if not isinstance(answer, dict):
             raise AuthUnavailable("auth service answered JSON that is not an object")
@@ -224,11 +231,7 @@ def _identity(answer: dict[str, Any]) -> Identity:
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("the auth service's answer has no sub to identify the user")
     exp = answer.get("exp")
-    if exp is not None:
-        if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
-            raise InvalidToken("the auth service's exp is not a number of seconds")
-        if time.time() >= exp:
-            raise TokenExpired("the auth service's exp has passed")
-    return Identity(
-        subject, answer, scopes_from_claims(answer), None if exp is None else float(exp)
-    )
+    expires_at = None if exp is None else timestamp(exp, "the auth service's exp")
+    if expires_at is not None and time.time() >= expires_at:
+        raise TokenExpired("the auth service's exp has passed")
+    return Identity(subject, answer, scopes_from_claims(answer), expires_at)

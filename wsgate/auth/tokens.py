@@ -75,7 +75,7 @@ class TokenExtractor:
         self.header = header
         # Longest first, so a specific prefix wins over a shorter one it starts with.
         self.prefixes = tuple(sorted(subprotocol_prefixes, key=len, reverse=True))
-        self.query_param = query_param.encode() if query_param else None
+        self.query_param = query_param
 
     def extract(
         self, headers: Sequence[tuple[bytes, bytes]], subprotocols: Sequence[str], query: bytes
@@ -105,7 +105,7 @@ class TokenExtractor:
                 found.add(bearer)
         if self.query_param is not None:
             for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-                if name.encode("latin-1") == self.query_param:
+                if name == self.query_param:
                     found.add(value)
         if len(found) > 1:
             raise InvalidToken("the handshake carries more than one distinct token")

@@ -150,7 +150,7 @@ class AuthMiddleware:
 
         if self.user_param is not None:
             claimed = scope.get("path_params", {}).get(self.user_param)
-            if claimed is not None and claimed != identity.subject:
+            if claimed is not None and str(claimed) != identity.subject:
                 await self._refuse(scope, receive, send, refusals.USER_MISMATCH, selected)
                 return
 
