@@ -145,7 +145,9 @@ class MCPEndpoint(WebSocketEndpoint):
     encoding = "text"
 
     async def on_connect(self, websocket: WebSocket) -> None:
-        await websocket.accept(subprotocol=MCP_SUBPROTOCOL)
+        # Echo "mcp" only when offered: a server may not pick a subprotocol the client lacks.
+        offered = MCP_SUBPROTOCOL in websocket.scope["subprotocols"]
+        await websocket.accept(subprotocol=MCP_SUBPROTOCOL if offered else None)
 
     async def on_receive(self, websocket: WebSocket, data: Any) -> None:
         try:

@@ -29,7 +29,7 @@ def main() -> None:
     os.environ.setdefault("WSGATE_JWT_SECRET", secrets.token_urlsafe(48))
     os.environ.setdefault("WSGATE_ALLOWED_ORIGINS", f"http://{base},http://localhost:{args.port}")
     os.environ.setdefault("WSGATE_ALLOW_MISSING_ORIGIN", "true")
-    config = GateConfig.from_env()  # fail here, with the variable's name, on a bad setting
+    config = GateConfig.from_env()  # a setting that cannot be parsed fails here, by name
 
     token = TokenFactory(
         config.jwt_secret, audience=config.jwt_audience, issuer=config.jwt_issuer, ttl=8 * 3600

@@ -102,6 +102,12 @@ def test_a_string_where_a_list_belongs_is_refused() -> None:
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    config = GateConfig(jwt_secret=SECRET, jwt_public_key="PEM", jwt_jwks={"keys": []})
+    config = GateConfig(
+        jwt_secret=SECRET,
+        jwt_public_key="PEM",
+        jwt_jwks={"keys": []},
+        auth_url="https://gate:hunter2@auth.example/introspect",
+    )
     assert SECRET not in repr(config)
     assert "PEM" not in repr(config)
+    assert "hunter2" not in repr(config)

@@ -22,7 +22,7 @@ class GateConfig:
     """The settings of a :class:`~wsgate.Gate`, checked once when created.
 
     Build it in code, or from ``WSGATE_*`` environment variables with :meth:`from_env`.
-    Secrets are kept out of ``repr``.
+    Secrets, keys and the auth URL are kept out of ``repr``.
     """
 
     environment: Environment = Environment.PRODUCTION
@@ -53,7 +53,7 @@ class GateConfig:
     """Required ``iss``. Env: ``WSGATE_JWT_ISSUER``."""
     jwt_leeway: float = 10.0
     """Clock skew allowed on time claims, in seconds. Env: ``WSGATE_JWT_LEEWAY``."""
-    auth_url: str | None = None
+    auth_url: str | None = field(default=None, repr=False)  # may carry credentials
     """Introspection URL; when set, tokens are checked remotely. Env: ``WSGATE_AUTH_URL``."""
     dev_bypass: bool = False
     """Development only: no token logs in as ``dev_user``. Env: ``WSGATE_DEV_BYPASS``."""

@@ -208,3 +208,9 @@ class TestWebSocketEndpointRouting:
             assert await ws.receive_nothing(timeout=0.2)
             await ws.send_json({"jsonrpc": "2.0", "id": 5, "method": "ping"})
             assert await ws.receive_json() == {"jsonrpc": "2.0", "id": 5, "result": {}}
+
+        # A client that offers no subprotocol is not answered with one it never asked for.
+        async with WSClient(prod_server.ws("/ws/mcp"), token=tokens.valid("alice")) as ws:
+            assert ws.subprotocol is None
+            await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert (await ws.receive_json())["result"] == {}

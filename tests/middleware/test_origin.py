@@ -255,6 +255,12 @@ def test_bad_origin_entries_are_refused(entry: str) -> None:
     assert "scheme://host[:port]" in str(caught.value)
 
 
+@pytest.mark.parametrize("entry", ["https://*.example.com", "*.example.com", "https://app.*"])
+def test_wildcard_entries_point_to_the_regex_option(entry: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"not patterns\. Use allow_origin_regex"):
+        gate(entry)
+
+
 def test_a_string_instead_of_a_list_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"write \['https://example.com'\]"):
         OriginMiddleware(_nothing, allow_origins="https://example.com")

@@ -139,6 +139,11 @@ def normalise_origin(raw: bytes) -> str | None:
 
 
 def _normalise_configured(origin: str) -> str:
+    if "*" in origin:
+        raise ConfigurationError(
+            f"allow_origins contains {origin!r}, but entries are exact origins, not patterns. "
+            r"Use allow_origin_regex, e.g. r'https://[a-z0-9-]+\.example\.com'."
+        )
     try:
         raw = _idna_host(origin).encode("ascii")
     except UnicodeError:
