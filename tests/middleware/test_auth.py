@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from starlette.applications import Starlette
+from starlette.authentication import requires
 from starlette.routing import WebSocketRoute, websocket_session
 from starlette.websockets import WebSocket
 
@@ -46,6 +47,14 @@ async def whoami(websocket: WebSocket) -> None:
     await websocket.receive()  # until the client leaves
 
 
+@websocket_session
+@requires("chat:write")
+async def writers_only(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json({"user": websocket.user.identity})
+    await websocket.receive()
+
+
 class Broken:
     """A verifier with a bug: it raises what no verifier may raise."""
 
@@ -81,6 +90,7 @@ def server(closed_port_url: str) -> Iterator[LiveServer]:
         WebSocketRoute("/strict", guarded(reject_before_accept=True)),
         WebSocketRoute("/strict/{user_id}", guarded(reject_before_accept=True)),
         WebSocketRoute("/strict-down", guarded(verifier=down, reject_before_accept=True)),
+        WebSocketRoute("/writers", AuthMiddleware(writers_only, verifier=VERIFIER)),
     ]
     with LiveServer(Starlette(routes=routes)) as live:
         yield live
@@ -408,3 +418,15 @@ def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
     settings.update(options)
     with pytest.raises(ConfigurationError, match=message):
         AuthMiddleware(whoami, **settings)
+
+
+async def test_starlettes_requires_reads_the_token_scopes(server: LiveServer) -> None:
+    token = TOKENS.valid("writer", scopes=["chat:read", "chat:write"])
+    async with WSClient(server.ws("/writers"), token=token) as ws:
+        assert await ws.receive_json() == {"user": "writer"}
+    # Authenticated, but without the scope: Starlette's own decorator refuses (HTTP 403).
+    with pytest.raises(HandshakeRejected) as refused:
+        await WSClient(
+            server.ws("/writers"), token=TOKENS.valid("reader", scopes=["chat:read"])
+        ).connect()
+    assert refused.value.status == 403
