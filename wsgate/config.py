@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wsgate import _options
 from wsgate._settings import Environment, parse_environment
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX
 from wsgate.exceptions import ConfigurationError
@@ -76,10 +76,7 @@ class GateConfig:
                     f"{name} must be a list or tuple, not the string {value!r}; write ({value!r},)."
                 )
             set_(self, name, tuple(value))
-        if not (isinstance(self.jwt_leeway, (int, float)) and 0 <= self.jwt_leeway < math.inf):
-            raise ConfigurationError(
-                f"jwt_leeway must be a number of seconds >= 0, not {self.jwt_leeway!r}."
-            )
+        set_(self, "jwt_leeway", _options.seconds("jwt_leeway", self.jwt_leeway))
         if self.dev_bypass and self.environment is Environment.PRODUCTION:
             raise ConfigurationError(
                 "dev_bypass is on in a production config (WSGATE_DEV_BYPASS with WSGATE_ENV "

@@ -454,7 +454,7 @@ def test_url_must_name_a_host(url: str) -> None:
         ({"cache_size": 0}, "cache_size must be a positive integer"),
         ({"failure_threshold": 0}, "failure_threshold must be a positive integer"),
         ({"failure_threshold": 2.5}, "failure_threshold"),
-        ({"max_token_bytes": -1}, "max_token_bytes must be a positive integer"),
+        ({"max_token_bytes": -1}, "max_token_bytes must be a positive number of bytes"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:

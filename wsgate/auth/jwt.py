@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jws
 
+from wsgate import _options
 from wsgate.auth.base import Identity, scopes_from_claims, timestamp
 from wsgate.exceptions import ConfigurationError, InvalidToken, TokenExpired
 
@@ -76,17 +76,11 @@ class JWTVerifier:
         max_token_bytes: int = 8192,
     ) -> None:
         self.algorithms = _check_algorithms(algorithms)
-        if not (isinstance(leeway, (int, float)) and 0 <= leeway < math.inf):
-            raise ConfigurationError(f"leeway must be a number of seconds >= 0, not {leeway!r}.")
-        if not (isinstance(max_token_bytes, int) and max_token_bytes > 0):
-            raise ConfigurationError(
-                f"max_token_bytes must be a positive number of bytes, not {max_token_bytes!r}."
-            )
         self.audience = audience
         self.issuer = issuer
         self.require_exp = require_exp
-        self.leeway = float(leeway)
-        self.max_token_bytes = max_token_bytes
+        self.leeway = _options.seconds("leeway", leeway)
+        self.max_token_bytes = _options.count("max_token_bytes", max_token_bytes, unit="bytes")
         # Keys are built once: (kid, alg) -> key. kid None is the key for tokens without one.
         self._keys = _build_keys(self.algorithms, secret, public_key, jwks)
 

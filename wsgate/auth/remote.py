@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from wsgate import _options
 from wsgate.auth.base import Identity, scopes_from_claims, timestamp
 from wsgate.exceptions import (
     AuthenticationError,
@@ -90,35 +91,15 @@ class RemoteVerifier:
             raise ConfigurationError(
                 f"url must be an http:// or https:// URL with a host, not {url!r}."
             )
-        for name, value in [
-            ("connect_timeout", connect_timeout),
-            ("read_timeout", read_timeout),
-            ("cooldown", cooldown),
-        ]:
-            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
-                raise ConfigurationError(
-                    f"{name} must be a positive number of seconds, not {value!r}."
-                )
-        for name, value in [
-            ("max_cache_ttl", max_cache_ttl),
-            ("negative_cache_ttl", negative_cache_ttl),
-        ]:
-            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
-                raise ConfigurationError(f"{name} must be a number of seconds >= 0, not {value!r}.")
-        for name, count in [
-            ("cache_size", cache_size),
-            ("failure_threshold", failure_threshold),
-            ("max_token_bytes", max_token_bytes),
-        ]:
-            if not (isinstance(count, int) and count > 0):
-                raise ConfigurationError(f"{name} must be a positive integer, not {count!r}.")
+        read_timeout = _options.seconds("read_timeout", read_timeout, positive=True)
+        connect_timeout = _options.seconds("connect_timeout", connect_timeout, positive=True)
         self.url = url
-        self.max_cache_ttl = max_cache_ttl
-        self.negative_cache_ttl = negative_cache_ttl
-        self.cache_size = cache_size
-        self.failure_threshold = failure_threshold
-        self.cooldown = cooldown
-        self.max_token_bytes = max_token_bytes
+        self.max_cache_ttl = _options.seconds("max_cache_ttl", max_cache_ttl)
+        self.negative_cache_ttl = _options.seconds("negative_cache_ttl", negative_cache_ttl)
+        self.cache_size = _options.count("cache_size", cache_size)
+        self.failure_threshold = _options.count("failure_threshold", failure_threshold)
+        self.cooldown = _options.seconds("cooldown", cooldown, positive=True)
+        self.max_token_bytes = _options.count("max_token_bytes", max_token_bytes, unit="bytes")
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             headers=dict(headers or {}),

@@ -1,0 +1,35 @@
+"""Checks for numeric options, shared so every option fails with the same kind of sentence."""
+
+from __future__ import annotations
+
+import math
+
+from wsgate.exceptions import ConfigurationError
+
+
+def seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as a finite number of seconds (> 0 when ``positive``, else >= 0)."""
+    number = _finite(value)
+    if number is None or number < 0 or (positive and number == 0):
+        wanted = "a positive number of seconds" if positive else "a number of seconds >= 0"
+        raise ConfigurationError(f"{name} must be {wanted}, not {value!r}.")
+    return number
+
+
+def count(name: str, value: object, *, unit: str = "") -> int:
+    """``value`` as a positive integer; ``unit`` ("bytes") makes the message clearer."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    wanted = f"a positive number of {unit}" if unit else "a positive integer"
+    raise ConfigurationError(f"{name} must be {wanted}, not {value!r}.")
+
+
+def _finite(value: object) -> float | None:
+    # bool is an int to Python, but True seconds is a mistake, not 1.
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
