@@ -29,8 +29,12 @@ def test_reasons_are_unique_snake_case_words() -> None:
 
 @pytest.mark.parametrize("refusal", CLOSE_CODES, ids=lambda refusal: refusal.reason)
 def test_codes_are_in_valid_ranges(refusal: Refusal) -> None:
-    assert refusal.close_code in {1002, 1008, 1013} or 4000 <= refusal.close_code <= 4999
-    assert 400 <= refusal.http_status <= 599
+    assert (
+        refusal.close_code in {1002, 1008, 1009, 1011, 1013} or 4000 <= refusal.close_code <= 4999
+    )
+    assert refusal.http_status is None or 400 <= refusal.http_status <= 599
+    # A row that can only happen before accept needs a status to answer with.
+    assert refusal.http_status is not None or not refusal.handshake_only
     assert refusal.description.strip()
 
 

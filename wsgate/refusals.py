@@ -23,9 +23,17 @@ from starlette.types import Message, Receive, Scope, Send
 __all__ = [
     "AUTH_REQUIRED",
     "AUTH_UNAVAILABLE",
+    "BACKEND_UNAVAILABLE",
     "CLOSE_CODES",
+    "CONNECTION_LIMIT",
+    "HEARTBEAT_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "INTERNAL_ERROR",
     "INVALID_TOKEN",
+    "MAX_LIFETIME",
+    "MESSAGE_TOO_LARGE",
     "ORIGIN_NOT_ALLOWED",
+    "RATE_LIMIT_ABUSE",
     "SUBPROTOCOL_REQUIRED",
     "TOKEN_EXPIRED",
     "USER_MISMATCH",
@@ -44,14 +52,15 @@ class Refusal:
     Attributes:
         reason: The snake_case word the client receives as close reason or JSON error.
         close_code: The WebSocket close code used when refusing after accept.
-        http_status: The HTTP status used when refusing before accept.
+        http_status: The HTTP status used when refusing before accept, or None for the
+            rows that only ever end an open connection.
         handshake_only: True when the refusal can only happen before accept.
         description: When it happens, in one sentence, for docs and ``/ws/config``.
     """
 
     reason: str
     close_code: int
-    http_status: int
+    http_status: int | None
     handshake_only: bool
     description: str
 
@@ -87,6 +96,54 @@ AUTH_UNAVAILABLE = Refusal(
     "The auth service is unreachable, timing out or answering 5xx; try again later.",
 )
 
+BACKEND_UNAVAILABLE = Refusal(
+    "backend_unavailable",
+    1013,
+    503,
+    False,
+    "The shared state backend (Redis) is down and the policy is fail_closed; try again later.",
+)
+CONNECTION_LIMIT = Refusal(
+    "connection_limit",
+    4008,
+    429,
+    False,
+    "The user has too many open connections: the oldest is closed (evict_oldest) or the "
+    "new one is (reject_new). Do not reconnect in a loop.",
+)
+MESSAGE_TOO_LARGE = Refusal(
+    "message_too_large",
+    1009,
+    None,
+    False,
+    "A message was larger than the size limit and the size policy is close; the server's "
+    "own cap (uvicorn --ws-max-size) also closes with 1009.",
+)
+RATE_LIMIT_ABUSE = Refusal(
+    "rate_limit_abuse",
+    1008,
+    None,
+    False,
+    "The client kept sending after consecutive rate_limited answers (only when the "
+    "escalation is configured).",
+)
+INTERNAL_ERROR = Refusal(
+    "internal_error",
+    1011,
+    None,
+    False,
+    "The endpoint's handler failed on too many consecutive messages.",
+)
+HEARTBEAT_TIMEOUT = Refusal(
+    "heartbeat_timeout", 4000, None, False, "The client did not answer the gate's ping in time."
+)
+IDLE_TIMEOUT = Refusal(
+    "idle_timeout", 4001, None, False, "The client sent nothing for idle_timeout seconds."
+)
+MAX_LIFETIME = Refusal(
+    "max_lifetime", 4002, None, False, "The connection reached max_lifetime; reconnect."
+)
+
 CLOSE_CODES: tuple[Refusal, ...] = (
     ORIGIN_NOT_ALLOWED,
     SUBPROTOCOL_REQUIRED,
@@ -95,6 +152,14 @@ CLOSE_CODES: tuple[Refusal, ...] = (
     TOKEN_EXPIRED,
     USER_MISMATCH,
     AUTH_UNAVAILABLE,
+    BACKEND_UNAVAILABLE,
+    CONNECTION_LIMIT,
+    MESSAGE_TOO_LARGE,
+    RATE_LIMIT_ABUSE,
+    INTERNAL_ERROR,
+    HEARTBEAT_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_LIFETIME,
 )
 
 
@@ -125,7 +190,7 @@ async def refuse(
     if message["type"] != "websocket.connect":
         return  # the client left during the handshake: nobody to answer
     try:
-        if before_accept or refusal.handshake_only:
+        if refusal.handshake_only or (before_accept and refusal.http_status is not None):
             await _deny(scope, send, refusal)
         else:
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
@@ -139,11 +204,10 @@ async def _deny(scope: Scope, send: Send, refusal: Refusal) -> None:
         # Without the extension the server answers 403 with an empty body.
         await send(close_message(refusal))
         return
+    status = refusal.http_status or 403  # refuse() only denies rows that have a status
     body = orjson.dumps({"error": refusal.reason})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if refusal.http_status == 401:
+    if status == 401:
         headers.append((b"www-authenticate", b'Bearer error="%s"' % refusal.reason.encode()))
-    await send(
-        {"type": "websocket.http.response.start", "status": refusal.http_status, "headers": headers}
-    )
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})

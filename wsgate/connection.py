@@ -1,0 +1,224 @@
+"""What the gate's layers share about one WebSocket connection, and the decode-once cache.
+
+Every message-level middleware calls :meth:`Connection.of` at the start of a connection. The
+first one creates the :class:`Connection` and stores it in ``scope["wsgate.connection"]``; the
+others find it there. It owns the connection's ``send``: whichever layer ends the connection
+(an eviction from another connection's task, a heartbeat timer, a size refusal) goes through
+:meth:`Connection.close`, which is idempotent, and whatever the app sends after that is
+dropped instead of raising in the server.
+
+A message is decoded from JSON at most once per connection layer stack: :func:`decoded`
+parses the text of a ``websocket.receive`` message on first use and keeps the result in the
+message itself, where every later layer and the endpoint find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Coroutine
+from typing import Any, Final
+
+import orjson
+from starlette.types import Message, Scope, Send
+
+from wsgate.errors import MessageError, Protocol, error_frame
+from wsgate.refusals import Refusal, close_message
+
+__all__ = ["INVALID", "NOT_TEXT", "Connection", "decoded", "message_id"]
+
+logger = logging.getLogger("wsgate.connection")
+
+SCOPE_KEY: Final = "wsgate.connection"
+PARSED_KEY: Final = "wsgate.json"
+"""Where :func:`decoded` keeps the parsed value in a ``websocket.receive`` message."""
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+INVALID: Final = _Marker("INVALID")
+"""What :func:`decoded` returns for text that is not valid JSON."""
+NOT_TEXT: Final = _Marker("NOT_TEXT")
+"""What :func:`decoded` returns for a binary frame."""
+
+
+def decoded(message: Message) -> Any:
+    """The parsed JSON of a ``websocket.receive`` message, parsed once and cached in it.
+
+    Returns :data:`INVALID` for text that is not JSON (orjson refuses NaN, Infinity, lone
+    surrogates and nesting beyond 1024 levels), and :data:`NOT_TEXT` for a binary frame.
+    """
+    try:
+        return message[PARSED_KEY]
+    except KeyError:
+        pass
+    text = message.get("text")
+    if text is None:
+        value: Any = NOT_TEXT
+    else:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            value = INVALID
+    message[PARSED_KEY] = value
+    return value
+
+
+def message_id(value: Any) -> str | int | None:
+    """The ``id`` of a decoded message when it is a string or an integer, else None."""
+    if isinstance(value, dict):
+        candidate = value.get("id")
+        if isinstance(candidate, (str, int)) and not isinstance(candidate, bool):
+            return candidate
+    return None
+
+
+_ids = itertools.count(1)
+_PROCESS = f"{os.getpid():x}"
+
+
+class Connection:
+    """One WebSocket connection as the gate sees it.
+
+    Attributes:
+        id: A short id unique in this process, for logs (``"1f2a-17"``).
+        protocol: ``"json"`` or ``"jsonrpc"``; set by the format layer, used for error frames.
+        legacy: True once the client has spoken the legacy ``{"event", "data"}`` shape.
+        opened_at: When the gate first saw the connection (``time.monotonic()``).
+        accepted: True once the app's accept went out.
+        closed: True once a close went out, from the app or from the gate.
+        close_code: The code of that close, or None.
+        close_reason: The reason of that close, or None.
+    """
+
+    __slots__ = (
+        "_send",
+        "_tasks",
+        "accepted",
+        "close_code",
+        "close_reason",
+        "closed",
+        "id",
+        "legacy",
+        "opened_at",
+        "protocol",
+        "scope",
+    )
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self.id = f"{_PROCESS}-{next(_ids)}"
+        self.scope = scope
+        self.protocol: Protocol = "json"
+        self.legacy = False
+        self.opened_at = time.monotonic()
+        self.accepted = False
+        self.closed = False
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._send = send
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def of(cls, scope: Scope, send: Send) -> tuple[Connection, Send]:
+        """The connection of ``scope``, and the ``send`` to hand to the next layer.
+
+        The first layer to ask creates the connection and gets its guarded :meth:`send`;
+        later layers get the existing connection and keep the ``send`` they were given.
+        """
+        existing: Connection | None = scope.get(SCOPE_KEY)
+        if existing is not None:
+            return existing, send
+        connection = cls(scope, send)
+        scope[SCOPE_KEY] = connection
+        return connection, connection.send
+
+    @property
+    def user(self) -> Any:
+        """``scope["user"]``, set by the auth layer, or None."""
+        return self.scope.get("user")
+
+    async def send(self, message: Message) -> None:
+        """Send an ASGI message, remembering accept and close; dropped once closed."""
+        if self.closed:
+            return  # the gate closed the connection under the app; the app learns on receive
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.accepted = True
+        elif kind == "websocket.close":
+            self._mark_closed(message.get("code", 1000), message.get("reason") or "")
+        await self._send(message)
+
+    async def send_text(self, text: str) -> None:
+        """Send a text frame from the gate itself (a ping, an error)."""
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def send_error(
+        self,
+        error: MessageError,
+        message: str,
+        *,
+        message_id: Any = None,
+        **extra: Any,
+    ) -> None:
+        """Answer one message with an error frame in the client's shape; the connection stays."""
+        frame = error_frame(
+            error,
+            message,
+            protocol=self.protocol,
+            legacy=self.legacy,
+            message_id=message_id,
+            extra=extra,
+        )
+        await self.send_text(frame)
+
+    async def close(self, refusal: Refusal) -> bool:
+        """Close the connection with ``refusal``'s code and reason, once.
+
+        Safe to call from any task. Returns False when it was already closed or never
+        accepted (then there is nothing to close).
+        """
+        if self.closed or not self.accepted:
+            return False
+        self._mark_closed(refusal.close_code, refusal.reason)
+        # The client may have vanished already; the server then has nothing to send.
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send(close_message(refusal))
+        return True
+
+    def close_soon(self, refusal: Refusal) -> None:
+        """Close the connection from synchronous code, such as a timer callback."""
+        if self.closed or not self.accepted:
+            return
+        self.spawn(self.close(refusal))
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coroutine`` in a task owned by this connection (from a timer callback)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending_tasks(self) -> int:
+        """How many tasks the gate still runs for this connection (normally 0)."""
+        return len(self._tasks)
+
+    def _mark_closed(self, code: int, reason: str) -> None:
+        self.closed = True
+        self.close_code = code
+        self.close_reason = reason
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open" if self.accepted else "handshake"
+        return f"<Connection {self.id} {self.scope.get('path', '')} {state}>"
