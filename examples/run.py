@@ -61,7 +61,14 @@ Browsers send the token as a subprotocol next to "chat":
     )
     # Show wsgate's refusals ("refused /ws/secure from ...: auth_required") next to uvicorn's.
     logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(name)s: %(message)s")
-    uvicorn.run("examples.app:app", host=args.host, port=args.port, log_level="info")
+    # The server buffers a whole message before the gate sees it: cap it in the protocol layer.
+    uvicorn.run(
+        "examples.app:app",
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        ws_max_size=config.server_max_size,
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from urllib.parse import urlsplit
+
+import limits
+from limits import RateLimitItem
 
 from wsgate.exceptions import ConfigurationError
 
@@ -22,6 +26,36 @@ def count(name: str, value: object, *, unit: str = "") -> int:
         return value
     wanted = f"a positive number of {unit}" if unit else "a positive integer"
     raise ConfigurationError(f"{name} must be {wanted}, not {value!r}.")
+
+
+def choice(name: str, value: object, valid: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``valid``."""
+    if isinstance(value, str) and value in valid:
+        return value
+    raise ConfigurationError(
+        f"{name} must be one of {', '.join(repr(item) for item in valid)}, not {value!r}."
+    )
+
+
+def rate(name: str, value: object) -> RateLimitItem:
+    """``value`` parsed as a ``limits`` rate string such as ``"30/minute"``."""
+    if isinstance(value, str):
+        try:
+            return limits.parse(value)
+        except ValueError:
+            pass
+    raise ConfigurationError(
+        f"{name} must be a rate such as '30/minute', '5/second' or '1000 per hour', not {value!r}."
+    )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _finite(value: object) -> float | None:

@@ -16,6 +16,11 @@ from wsgate.exceptions import ConfigurationError
 
 ENV_PREFIX = "WSGATE_"
 
+_SIZE_POLICIES = ("refuse", "close")
+_RATE_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
+_CONNECTION_POLICIES = ("evict_oldest", "reject_new")
+_STORAGE_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
+
 
 @dataclass(frozen=True, kw_only=True)
 class GateConfig:
@@ -66,6 +71,44 @@ class GateConfig:
     reject_before_accept: bool = False
     """Refuse auth failures with HTTP statuses. Env: ``WSGATE_REJECT_BEFORE_ACCEPT``."""
 
+    # Messages
+    max_message_bytes: int = 8192
+    """Largest message, in bytes (UTF-8 for text). Env: ``WSGATE_MAX_MESSAGE_BYTES``."""
+    message_size_policy: str = "refuse"
+    """``refuse`` (error frame, stay open) or ``close`` (1009). Env:
+    ``WSGATE_MESSAGE_SIZE_POLICY``."""
+    rate_limit: str | None = "30/minute"
+    """A ``limits`` rate string per user, or None (``off``). Env: ``WSGATE_RATE_LIMIT``."""
+    rate_limit_strategy: str = "moving-window"
+    """``moving-window``, ``fixed-window`` or ``sliding-window-counter``. Env:
+    ``WSGATE_RATE_LIMIT_STRATEGY``."""
+    rate_limit_close_after: int | None = None
+    """Close 1008 after this many consecutive refusals; off by default. Env:
+    ``WSGATE_RATE_LIMIT_CLOSE_AFTER``."""
+    max_batch: int = 50
+    """Most requests in one JSON-RPC batch. Env: ``WSGATE_MAX_BATCH``."""
+
+    # Connections
+    max_connections_per_user: int | None = 3
+    """Open connections per user, or None (``off``). Env: ``WSGATE_MAX_CONNECTIONS_PER_USER``."""
+    connection_policy: str = "evict_oldest"
+    """``evict_oldest`` or ``reject_new``. Env: ``WSGATE_CONNECTION_POLICY``."""
+    heartbeat_interval: float | None = 45.0
+    """Seconds of silence before the gate pings, or None (``off``). Env:
+    ``WSGATE_HEARTBEAT_INTERVAL``."""
+    heartbeat_timeout: float = 20.0
+    """Seconds to wait for any message after a ping. Env: ``WSGATE_HEARTBEAT_TIMEOUT``."""
+    idle_timeout: float | None = None
+    """Close 4001 after this many seconds without a message; off by default. Env:
+    ``WSGATE_IDLE_TIMEOUT``."""
+    max_lifetime: float | None = None
+    """Close 4002 after this many seconds; off by default. Env: ``WSGATE_MAX_LIFETIME``."""
+
+    # Shared state
+    storage: str = field(default="memory://", repr=False)  # a Redis URL may carry a password
+    """Where limits and the connection registry live: ``memory://`` (one process) or
+    ``redis://host:port/db``. Env: ``WSGATE_STORAGE``."""
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
         set_(self, "environment", parse_environment(self.environment))
@@ -77,6 +120,25 @@ class GateConfig:
                 )
             set_(self, name, tuple(value))
         set_(self, "jwt_leeway", _options.seconds("jwt_leeway", self.jwt_leeway))
+        _options.count("max_message_bytes", self.max_message_bytes, unit="bytes")
+        _options.count("max_batch", self.max_batch)
+        _options.seconds("heartbeat_timeout", self.heartbeat_timeout, positive=True)
+        for name in ("rate_limit_close_after", "max_connections_per_user"):
+            if getattr(self, name) is not None:
+                _options.count(name, getattr(self, name))
+        for name in ("heartbeat_interval", "idle_timeout", "max_lifetime"):
+            if getattr(self, name) is not None:
+                _options.seconds(name, getattr(self, name), positive=True)
+        _options.choice("message_size_policy", self.message_size_policy, _SIZE_POLICIES)
+        _options.choice("rate_limit_strategy", self.rate_limit_strategy, _RATE_STRATEGIES)
+        _options.choice("connection_policy", self.connection_policy, _CONNECTION_POLICIES)
+        if self.rate_limit is not None:
+            _options.rate("rate_limit", self.rate_limit)
+        if not self.storage.startswith(_STORAGE_SCHEMES):
+            raise ConfigurationError(
+                f"storage must be 'memory://' or a redis:// / rediss:// URL, not "
+                f"{_options.redacted_url(self.storage)!r}."
+            )
         if self.dev_bypass and self.environment is Environment.PRODUCTION:
             raise ConfigurationError(
                 "dev_bypass is on in a production config (WSGATE_DEV_BYPASS with WSGATE_ENV "
@@ -87,6 +149,16 @@ class GateConfig:
     @property
     def is_development(self) -> bool:
         return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def server_max_size(self) -> int:
+        """The cap to give the server (uvicorn ``--ws-max-size``), in bytes.
+
+        The gate sees a message only after the server has buffered all of it; with this cap
+        the protocol layer cuts a huge message off with close 1009 first. Four times
+        ``max_message_bytes`` leaves room for frames the gate refuses with an error frame.
+        """
+        return 4 * self.max_message_bytes
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> GateConfig:
@@ -102,6 +174,9 @@ class GateConfig:
             raw = env.get(variable)
             if raw is None or raw.strip() == "":
                 continue
+            if raw.strip().lower() in _OFF and "None" in str(item.type):
+                values[name] = None
+                continue
             parser = parse or _parser_for(item.type)
             try:
                 values[name] = parser(raw.strip())
@@ -109,6 +184,10 @@ class GateConfig:
                 raise ConfigurationError(f"{variable}={raw!r} cannot be used: {exc}") from None
         values.update(overrides)
         return cls(**values)
+
+
+_OFF = frozenset({"off", "none"})
+"""What turns an optional setting off in the environment, e.g. ``WSGATE_RATE_LIMIT=off``."""
 
 
 def _bool(raw: str) -> bool:

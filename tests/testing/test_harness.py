@@ -14,14 +14,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JWTClaimsError, JWTError
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
@@ -664,3 +666,24 @@ def test_plugin_stops_its_servers_at_teardown(pytester: pytest.Pytester) -> None
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+@pytest.mark.anyio
+async def test_a_stopped_server_comes_back_on_the_same_port() -> None:
+    async def ok(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("up")
+
+    app = Starlette(routes=[Route("/", ok)])
+    with LiveServer(app) as first:
+        port = first.port
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{port}/")
+        with LiveServer(app, port=port) as again:
+            assert again.port == port
+            assert (await client.get(f"{again.url}/")).text == "up"
+
+
+def test_port_must_be_a_tcp_port() -> None:
+    with pytest.raises(ConfigurationError, match="port"):
+        LiveServer(Starlette(), port=70000)

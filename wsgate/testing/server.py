@@ -61,6 +61,8 @@ class LiveServer:
             loggers; the harness does not install logging handlers of its own.
         lifespan: ``"auto"``, ``"on"`` or ``"off"``, as in uvicorn.
         startup_timeout: How long :meth:`start` waits for the server to listen, in seconds.
+        port: The port to listen on; 0 (the default) picks an unused one. Give the port of
+            a server you stopped to bring "the same service" back in a fault test.
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class LiveServer:
         lifespan: Literal["auto", "on", "off"] = "auto",
         # Timeouts
         startup_timeout: float = 10.0,
+        # Address
+        port: int = 0,
     ) -> None:
         if not callable(app):
             raise ConfigurationError(f"app must be an ASGI application, not {app!r}.")
@@ -106,7 +110,10 @@ class LiveServer:
             raise ConfigurationError(
                 f"startup_timeout={startup_timeout!r} must be a positive number of seconds."
             )
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigurationError(f"port={port!r} must be 0 (any unused port) or a TCP port.")
         self.app = app
+        self.requested_port = port
         self.ws_implementation = ws
         self.ws_max_size = ws_max_size
         self.ws_ping_interval = ws_ping_interval
@@ -157,8 +164,12 @@ class LiveServer:
         if self._thread is not None:
             raise RuntimeError("this LiveServer was already started; create a new one.")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.requested_port:
+            # A stopped server's port may linger in TIME_WAIT; rebinding it is what a
+            # restarted service does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((_HOST, 0))
+            sock.bind((_HOST, self.requested_port))
         except OSError:
             sock.close()
             raise

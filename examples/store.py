@@ -1,0 +1,87 @@
+"""The example app's database: chat messages, stored with SQLAlchemy's async engine.
+
+SQLite (through aiosqlite) is the embedded default, so ``make demo`` needs nothing installed;
+any SQLAlchemy async URL works (``WSGATE_DATABASE_URL=postgresql+asyncpg://...``).
+Each chat message that needs the database gets its own session, opened by the endpoint's
+per-message scope: committed when the handler succeeds, rolled back when it fails.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///wsgate-example.sqlite3"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room: Mapped[str] = mapped_column(String(100), index=True)
+    sender: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime(timezone=True), default=lambda: datetime.datetime.now(datetime.timezone.utc)
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "from": self.sender, "text": self.text}
+
+
+class ChatStore:
+    """Chat history in a database. ``await start()`` creates the table; ``aclose()`` ends."""
+
+    def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def start(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: committed if the block succeeds, rolled back if it raises."""
+        async with self.sessions() as session:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+
+    @staticmethod
+    def add(session: AsyncSession, room: str, sender: str, text: str) -> None:
+        session.add(ChatMessage(room=room, sender=sender, text=text))
+
+    @staticmethod
+    async def history(session: AsyncSession, room: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The last ``limit`` messages of ``room``, oldest first."""
+        query = (
+            select(ChatMessage)
+            .where(ChatMessage.room == room)
+            .order_by(ChatMessage.id.desc())
+            .limit(limit)
+        )
+        rows = (await session.scalars(query)).all()
+        return [row.as_dict() for row in reversed(rows)]
