@@ -14,19 +14,31 @@ Every JSON endpoint answers ``{"type": "echo", "payload": X}`` with the same mes
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
-from starlette.endpoints import WebSocketEndpoint
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from wsgate import Gate, GateConfig, GateUser
+from examples.store import DEFAULT_DATABASE_URL, ChatStore
+from wsgate import (
+    ErrorReply,
+    Gate,
+    GateConfig,
+    GatedEndpoint,
+    GateUser,
+    InvalidParams,
+    Verifier,
+    rpc_method,
+)
+from wsgate.errors import INVALID_MESSAGE
 
 logger = logging.getLogger("examples.app")
 
@@ -69,17 +81,22 @@ class Rooms:
                 self.leave_all(websocket)
 
 
-def _error(code: str, message: str, message_id: Any = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "error": {"code": code, "message": message}}
-    if message_id is not None:
-        frame["id"] = message_id
-    return frame
+def _room(message: dict[str, Any]) -> str:
+    room = message.get("room")
+    if not isinstance(room, str) or not room or len(room) > 100:
+        raise InvalidParams('Give "room" as a string of 1 to 100 characters.')
+    return room
 
 
-class ChatEndpoint(WebSocketEndpoint):
-    """The JSON chat behind ``/ws``, ``/ws/secure``, ``/ws/{user_id}`` and ``/ws/v1/{user_id}``."""
+class ChatEndpoint(GatedEndpoint):
+    """The JSON chat behind ``/ws``, ``/ws/secure``, ``/ws/{user_id}`` and ``/ws/v1/{user_id}``.
 
-    encoding = "text"
+    ``say`` stores the message before broadcasting it and ``history`` reads the room's last
+    messages, each in a database session of its own (see :meth:`message_scope`).
+    """
+
+    protocol = "json"
+    session: AsyncSession
 
     @property
     def user(self) -> GateUser:
@@ -91,24 +108,21 @@ class ChatEndpoint(WebSocketEndpoint):
         rooms: Rooms = self.scope["app"].state.rooms
         return rooms
 
-    async def on_receive(self, websocket: WebSocket, data: Any) -> None:
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            await websocket.send_json(_error("invalid_json", "The message is not valid JSON."))
-            return
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            await websocket.send_json(
-                _error("invalid_message", 'A message is a JSON object with a string "type".')
-            )
-            return
-        reply = await self.handle(websocket, message)
-        if reply is not None:
-            if "id" in message:
-                reply["id"] = message["id"]
-            await websocket.send_text(orjson.dumps(reply).decode())
+    def message_scope(
+        self, websocket: WebSocket, message: Any
+    ) -> AbstractAsyncContextManager[object]:
+        if message.get("type") in ("say", "history"):
+            return self._database_session()
+        return contextlib.nullcontext()  # echo, whoami and join need no database
 
-    async def handle(self, websocket: WebSocket, message: dict[str, Any]) -> dict[str, Any] | None:
+    @asynccontextmanager
+    async def _database_session(self) -> AsyncIterator[None]:
+        store: ChatStore = self.scope["app"].state.store
+        async with store.session() as session:  # commit on success, rollback on error
+            self.session = session
+            yield
+
+    async def on_message(self, websocket: WebSocket, message: dict[str, Any]) -> Any:
         kind = message["type"]
         if kind == "echo":
             return {"type": "echo", "payload": message.get("payload")}
@@ -118,131 +132,119 @@ class ChatEndpoint(WebSocketEndpoint):
                 "payload": {"user": self.user.identity, "dev": self.user.is_dev},
             }
         if kind == "join":
-            room = message.get("room")
-            if not isinstance(room, str) or not room:
-                return _error("invalid_message", 'join needs a non-empty string "room".')
+            room = _room(message)
             self.rooms.join(room, websocket)
             return {"type": "joined", "room": room}
         if kind == "say":
-            room, text = message.get("room"), message.get("text")
-            if not isinstance(room, str) or not isinstance(text, str):
-                return _error("invalid_message", 'say needs string "room" and "text".')
+            room, text = _room(message), message.get("text")
+            if not isinstance(text, str):
+                raise InvalidParams('say needs a string "text".')
             if websocket not in self.rooms.members.get(room, ()):
-                return _error("not_in_room", f"Join room {room!r} before speaking in it.")
+                raise ErrorReply(INVALID_MESSAGE, f"Join room {room!r} before speaking in it.")
+            ChatStore.add(self.session, room, self.user.identity, text)
+            await self.session.flush()  # fail here, before anyone hears it
             await self.rooms.broadcast(
                 room, {"type": "said", "room": room, "from": self.user.identity, "text": text}
             )
             return None
-        return _error("unknown_type", f"Unknown message type {kind!r}.")
+        if kind == "history":
+            room = _room(message)
+            return {
+                "type": "history",
+                "room": room,
+                "payload": await ChatStore.history(self.session, room),
+            }
+        return await super().on_message(websocket, message)
 
     async def on_disconnect(self, websocket: WebSocket, close_code: int) -> None:
         self.rooms.leave_all(websocket)
 
 
-class MCPEndpoint(WebSocketEndpoint):
+class MCPEndpoint(GatedEndpoint):
     """A minimal MCP server over JSON-RPC 2.0: ``initialize``, ``ping``, ``tools/*``."""
 
-    encoding = "text"
+    protocol = "jsonrpc"
 
     async def on_connect(self, websocket: WebSocket) -> None:
         # Echo "mcp" only when offered: a server may not pick a subprotocol the client lacks.
         offered = MCP_SUBPROTOCOL in websocket.scope["subprotocols"]
         await websocket.accept(subprotocol=MCP_SUBPROTOCOL if offered else None)
 
-    async def on_receive(self, websocket: WebSocket, data: Any) -> None:
-        try:
-            request = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            await self.reply(websocket, _rpc_error(None, -32700, "Parse error"))
-            return
-        request_id = request.get("id") if isinstance(request, dict) else None
-        valid_id = isinstance(request_id, (str, int)) and not isinstance(request_id, bool)
+    @rpc_method("initialize")
+    async def initialize(self, websocket: WebSocket, params: Any) -> dict[str, Any]:
+        return {
+            "protocolVersion": MCP_PROTOCOL_VERSION,
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "wsgate-example", "version": "1.0"},
+        }
+
+    @rpc_method("tools/list")
+    async def list_tools(self, websocket: WebSocket, params: Any) -> dict[str, Any]:
+        return {"tools": [ECHO_TOOL]}
+
+    @rpc_method("tools/call")
+    async def call_tool(self, websocket: WebSocket, params: Any) -> dict[str, Any]:
         if (
-            not isinstance(request, dict)
-            or request.get("jsonrpc") != "2.0"
-            or not isinstance(request.get("method"), str)
-            or ("id" in request and not valid_id)
+            not isinstance(params, dict)
+            or params.get("name") != "echo"
+            or not isinstance(params.get("arguments"), dict)
+            or not isinstance(params["arguments"].get("text"), str)
         ):
-            detail = (
-                'A request is an object with "jsonrpc": "2.0", a string "method" and '
-                'a string or integer "id".'
-            )
-            error = _rpc_error(request_id if valid_id else None, -32600, "Invalid Request", detail)
-            await self.reply(websocket, error)
-            return
-        if "id" not in request:
-            return  # a notification: no answer, whatever it was
-        response = self.call(request["method"], request.get("params"))
-        response["id"] = request_id
-        await self.reply(websocket, response)
+            raise InvalidParams('tools/call needs {"name": "echo", "arguments": {"text": "..."}}.')
+        return {"content": [{"type": "text", "text": params["arguments"]["text"]}]}
 
-    def call(self, method: str, params: Any) -> dict[str, Any]:
-        if method == "initialize":
-            result: dict[str, Any] = {
-                "protocolVersion": MCP_PROTOCOL_VERSION,
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "wsgate-example", "version": "1.0"},
-            }
-        elif method == "ping":
-            result = {}
-        elif method == "tools/list":
-            result = {"tools": [ECHO_TOOL]}
-        elif method == "tools/call":
-            if (
-                not isinstance(params, dict)
-                or params.get("name") != "echo"
-                or not isinstance(params.get("arguments"), dict)
-                or not isinstance(params["arguments"].get("text"), str)
-            ):
-                return _rpc_error(
-                    None,
-                    -32602,
-                    "Invalid params",
-                    'tools/call needs {"name": "echo", "arguments": {"text": "..."}}.',
-                )
-            result = {"content": [{"type": "text", "text": params["arguments"]["text"]}]}
-        else:
-            return _rpc_error(None, -32601, "Method not found", f"No method {method!r}.")
-        return {"jsonrpc": "2.0", "result": result}
-
-    async def reply(self, websocket: WebSocket, response: dict[str, Any]) -> None:
-        await websocket.send_text(orjson.dumps(response).decode())
+    @rpc_method("notifications/initialized")
+    async def initialized(self, websocket: WebSocket, params: Any) -> None:
+        return None
 
 
-def _rpc_error(
-    request_id: Any, code: int, message: str, detail: str | None = None
-) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if detail is not None:
-        error["data"] = {"detail": detail}
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+def create_app(
+    config: GateConfig | None = None,
+    *,
+    verifier: Verifier | None = None,
+    database_url: str | None = None,
+) -> Starlette:
+    """Build the example app.
 
-
-def create_app(config: GateConfig | None = None) -> Starlette:
-    """Build the example app; without ``config``, from the ``WSGATE_*`` environment."""
-    gate = Gate(config or GateConfig.from_env())
+    Args:
+        config: The gate's settings; by default read from the ``WSGATE_*`` environment.
+        verifier: A verifier to use instead of the one the config describes.
+        database_url: Where chat messages are stored; by default ``WSGATE_DATABASE_URL``,
+            else a SQLite file in the working directory.
+    """
+    gate = Gate(config or GateConfig.from_env(), verifier=verifier)
+    store = ChatStore(database_url or os.environ.get("WSGATE_DATABASE_URL") or DEFAULT_DATABASE_URL)
     open_in_development = gate.config.is_development
-    chat = gate.wrap(ChatEndpoint, dev_bypass=open_in_development, subprotocols=[CHAT_SUBPROTOCOL])
-    secure = gate.wrap(ChatEndpoint, dev_bypass=False, subprotocols=[CHAT_SUBPROTOCOL])
-    mcp = gate.wrap(MCPEndpoint, dev_bypass=open_in_development, subprotocols=[MCP_SUBPROTOCOL])
+    hints = {"json_endpoint": "/ws", "jsonrpc_endpoint": "/ws/mcp"}
+    chat = {"subprotocols": [CHAT_SUBPROTOCOL], **hints}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.start()
         yield
+        await store.aclose()
         await gate.aclose()
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/ws", chat),
-            WebSocketRoute("/ws/secure", secure),
-            WebSocketRoute("/ws/mcp", mcp),
-            WebSocketRoute("/ws/v1/{user_id}", chat),
-            WebSocketRoute("/ws/{user_id}", chat),
+            gate.route("/ws", ChatEndpoint, dev_bypass=open_in_development, **chat),
+            gate.route("/ws/secure", ChatEndpoint, dev_bypass=False, **chat),
+            gate.route(
+                "/ws/mcp",
+                MCPEndpoint,
+                protocol="jsonrpc",
+                dev_bypass=open_in_development,
+                subprotocols=[MCP_SUBPROTOCOL],
+                **hints,
+            ),
+            gate.route("/ws/v1/{user_id}", ChatEndpoint, dev_bypass=open_in_development, **chat),
+            gate.route("/ws/{user_id}", ChatEndpoint, dev_bypass=open_in_development, **chat),
         ],
         lifespan=lifespan,
     )
     app.state.rooms = Rooms()
     app.state.gate = gate
+    app.state.store = store
     return app
 
 

@@ -4,9 +4,11 @@ examples.app:app` in its own process, configured only through WSGATE_* variables
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,8 @@ def example_app(env: dict[str, str]) -> Iterator[str]:
     sock.listen(64)  # connections queue here until uvicorn is ready: no polling needed
     port = sock.getsockname()[1]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")} | env
+    database = tempfile.mkdtemp(prefix="wsgate-example-")
+    environ.setdefault("WSGATE_DATABASE_URL", f"sqlite+aiosqlite:///{database}/chat.sqlite3")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "examples.app:app", "--fd", str(sock.fileno())],
         cwd=ROOT,
@@ -56,6 +60,7 @@ def example_app(env: dict[str, str]) -> Iterator[str]:
             process.wait(timeout=10)
         assert process.stderr is not None
         process.stderr.close()
+        shutil.rmtree(database, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,9 @@ from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, encode_subprotocol
 from wsgate.config import GateConfig
+from wsgate.connection import Connection
+from wsgate.endpoint import ErrorReply, GatedEndpoint, InvalidParams, rpc_method
+from wsgate.errors import MESSAGE_ERRORS, MessageError
 from wsgate.exceptions import (
     AuthenticationError,
     AuthUnavailable,
@@ -15,31 +18,52 @@ from wsgate.exceptions import (
     TokenExpired,
     WSGateError,
 )
-from wsgate.gate import Gate
+from wsgate.gate import Endpoint, Gate
 from wsgate.middleware.auth import AuthMiddleware
+from wsgate.middleware.connections import ConnectionLimitMiddleware
+from wsgate.middleware.format import FormatMiddleware
+from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
+from wsgate.middleware.ratelimit import RateLimitMiddleware
+from wsgate.middleware.size import MessageSizeMiddleware
 from wsgate.refusals import CLOSE_CODES, Refusal
+from wsgate.registry import MemoryRegistry, Registry
 
 __all__ = [
     "CLOSE_CODES",
     "DEFAULT_SUBPROTOCOL_PREFIX",
+    "MESSAGE_ERRORS",
     "AuthMiddleware",
     "AuthUnavailable",
     "AuthenticationError",
     "ConfigurationError",
+    "Connection",
+    "ConnectionLimitMiddleware",
+    "Endpoint",
     "Environment",
+    "ErrorReply",
+    "FormatMiddleware",
     "Gate",
     "GateConfig",
     "GateUser",
+    "GatedEndpoint",
+    "HeartbeatMiddleware",
     "Identity",
+    "InvalidParams",
     "InvalidToken",
     "JWTVerifier",
+    "MemoryRegistry",
+    "MessageError",
+    "MessageSizeMiddleware",
     "OriginMiddleware",
+    "RateLimitMiddleware",
     "Refusal",
+    "Registry",
     "RemoteVerifier",
     "TokenExpired",
     "Verifier",
     "WSGateError",
     "__version__",
     "encode_subprotocol",
+    "rpc_method",
 ]

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wsgate import _options
 from wsgate._settings import Environment, parse_environment
@@ -74,24 +74,29 @@ class GateConfig:
     # Messages
     max_message_bytes: int = 8192
     """Largest message, in bytes (UTF-8 for text). Env: ``WSGATE_MAX_MESSAGE_BYTES``."""
-    message_size_policy: str = "refuse"
+    message_size_policy: Literal["refuse", "close"] = "refuse"
     """``refuse`` (error frame, stay open) or ``close`` (1009). Env:
     ``WSGATE_MESSAGE_SIZE_POLICY``."""
     rate_limit: str | None = "30/minute"
     """A ``limits`` rate string per user, or None (``off``). Env: ``WSGATE_RATE_LIMIT``."""
-    rate_limit_strategy: str = "moving-window"
+    rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = (
+        "moving-window"
+    )
     """``moving-window``, ``fixed-window`` or ``sliding-window-counter``. Env:
     ``WSGATE_RATE_LIMIT_STRATEGY``."""
     rate_limit_close_after: int | None = None
     """Close 1008 after this many consecutive refusals; off by default. Env:
     ``WSGATE_RATE_LIMIT_CLOSE_AFTER``."""
+    legacy_messages: bool = True
+    """Accept legacy ``{"event", "data"}`` messages on JSON endpoints. Env:
+    ``WSGATE_LEGACY_MESSAGES``."""
     max_batch: int = 50
     """Most requests in one JSON-RPC batch. Env: ``WSGATE_MAX_BATCH``."""
 
     # Connections
     max_connections_per_user: int | None = 3
     """Open connections per user, or None (``off``). Env: ``WSGATE_MAX_CONNECTIONS_PER_USER``."""
-    connection_policy: str = "evict_oldest"
+    connection_policy: Literal["evict_oldest", "reject_new"] = "evict_oldest"
     """``evict_oldest`` or ``reject_new``. Env: ``WSGATE_CONNECTION_POLICY``."""
     heartbeat_interval: float | None = 45.0
     """Seconds of silence before the gate pings, or None (``off``). Env:

@@ -2,39 +2,92 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeGuard, TypeVar
 
+from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
 from wsgate.auth.base import Verifier
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.config import GateConfig
+from wsgate.endpoint import GatedEndpoint
+from wsgate.errors import Protocol
 from wsgate.exceptions import ConfigurationError
 from wsgate.middleware.auth import AuthMiddleware
+from wsgate.middleware.connections import ConnectionLimitMiddleware
+from wsgate.middleware.format import FormatMiddleware
+from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
+from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
+from wsgate.middleware.size import MessageSizeMiddleware
+from wsgate.registry import MemoryRegistry, Registry
+
+Layer = TypeVar("Layer")
+
+_LAYER_TYPES = (
+    OriginMiddleware,
+    AuthMiddleware,
+    ConnectionLimitMiddleware,
+    MessageSizeMiddleware,
+    HeartbeatMiddleware,
+    RateLimitMiddleware,
+    FormatMiddleware,
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint the gate guards, as published by the discovery routes.
+
+    Attributes:
+        path: The route path, e.g. ``"/ws/mcp"``; None when the gate wraps a whole app.
+        protocol: ``"json"``, ``"jsonrpc"``, or None when the gate does not check formats.
+        subprotocols: The application subprotocols the endpoint supports, or None for any.
+        dev_bypass: Whether a client without a token gets in as the dev user.
+    """
+
+    path: str | None
+    protocol: Protocol | None
+    subprotocols: tuple[str, ...] | None
+    dev_bypass: bool
 
 
 class Gate:
     """Every wsgate check in front of an endpoint or a whole app, from one :class:`GateConfig`.
 
-    The chain, outermost first: origin, then authentication, then the app. A refusal by an
-    outer layer means the inner ones never run.
+    The chain, outermost first: origin, authentication, per-user connection limit, message
+    size, heartbeat and timeouts, rate limit, message format, then the app. A refusal by an
+    outer layer means the inner ones never run, and a message refused by one layer never
+    reaches the next. State shared between connections (the rate-limit storage and the
+    connection registry) belongs to the gate, so every endpoint it wraps shares it.
 
     Args:
         config: The settings; ``GateConfig.from_env()`` reads them from ``WSGATE_*``
             variables. Defaults to a production config, which needs a key or an auth URL.
         verifier: Use this verifier instead of the one the config describes.
+        registry: Use this connection registry instead of the one ``config.storage`` names.
 
     Example::
 
         gate = Gate(GateConfig.from_env())
-        app = Starlette(routes=[WebSocketRoute("/ws", gate.wrap(ChatEndpoint))])
+        app = Starlette(routes=[gate.route("/ws", ChatEndpoint)])
     """
 
-    def __init__(self, config: GateConfig | None = None, *, verifier: Verifier | None = None):
+    def __init__(
+        self,
+        config: GateConfig | None = None,
+        *,
+        verifier: Verifier | None = None,
+        registry: Registry | None = None,
+    ):
         self.config = config or GateConfig()
         self.verifier = verifier if verifier is not None else _verifier_from(self.config)
+        self.registry: Registry = registry if registry is not None else MemoryRegistry()
+        self.rate_storage = rate_storage(self.config.storage)
+        self.endpoints: list[Endpoint] = []
+        self._layers: list[object] = []
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Gate:
@@ -45,8 +98,12 @@ class Gate:
         self,
         app: ASGIApp,
         *,
+        path: str | None = None,
+        protocol: Protocol | Literal["auto"] | None = "auto",
         dev_bypass: bool | None = None,
         subprotocols: Sequence[str] | None = None,
+        json_endpoint: str | None = None,
+        jsonrpc_endpoint: str | None = None,
     ) -> ASGIApp:
         """Put the gate in front of ``app``: an endpoint class, a route's app, or a whole app.
 
@@ -55,24 +112,70 @@ class Gate:
         router has matched: wrap endpoints to get it.
 
         Args:
+            path: The endpoint's path, published by the discovery routes (:meth:`route`
+                fills it in).
+            protocol: ``"json"`` (legacy clients accepted), ``"jsonrpc"``, or None to pass
+                messages through without format checks. The default, ``"auto"``, is the
+                ``protocol`` of a :class:`~wsgate.GatedEndpoint` and ``"json"`` otherwise.
             dev_bypass: Override the config's ``dev_bypass`` for this endpoint. True is
                 refused in production.
             subprotocols: The application subprotocols this endpoint supports, e.g.
                 ``["mcp"]``; None accepts whatever the client offers first.
+            json_endpoint: Named in the error a JSON-RPC endpoint sends for plain JSON.
+            jsonrpc_endpoint: Named in the error a JSON endpoint sends for JSON-RPC.
         """
         config = self.config
+        bypass = config.dev_bypass if dev_bypass is None else dev_bypass
+        if protocol == "auto":
+            protocol = app.protocol if _is_gated_endpoint(app) else "json"
+        if protocol is not None:
+            app = FormatMiddleware(
+                app,
+                protocol=protocol,
+                legacy=config.legacy_messages,
+                max_batch=config.max_batch,
+                json_endpoint=json_endpoint,
+                jsonrpc_endpoint=jsonrpc_endpoint,
+            )
+        if config.rate_limit is not None:
+            app = RateLimitMiddleware(
+                app,
+                rate=config.rate_limit,
+                strategy=config.rate_limit_strategy,
+                storage=self.rate_storage,
+                close_after=config.rate_limit_close_after,
+            )
+        app = HeartbeatMiddleware(
+            app,
+            interval=config.heartbeat_interval,
+            timeout=config.heartbeat_timeout,
+            idle_timeout=config.idle_timeout,
+            max_lifetime=config.max_lifetime,
+            verifier=self.verifier,
+            leeway=config.jwt_leeway,
+        )
+        app = MessageSizeMiddleware(
+            app, max_bytes=config.max_message_bytes, policy=config.message_size_policy
+        )
+        if config.max_connections_per_user is not None:
+            app = ConnectionLimitMiddleware(
+                app,
+                max_per_user=config.max_connections_per_user,
+                policy=config.connection_policy,
+                registry=self.registry,
+            )
         app = AuthMiddleware(
             app,
             verifier=self.verifier,
             environment=config.environment,
-            dev_bypass=config.dev_bypass if dev_bypass is None else dev_bypass,
+            dev_bypass=bypass,
             dev_user=config.dev_user,
             subprotocols=subprotocols,
             subprotocol_prefixes=config.subprotocol_prefixes,
             query_param=config.query_param,
             reject_before_accept=config.reject_before_accept,
         )
-        return OriginMiddleware(
+        app = OriginMiddleware(
             app,
             allow_origins=config.allowed_origins,
             allow_origin_regex=config.allowed_origin_regex,
@@ -80,12 +183,40 @@ class Gate:
             allow_any_origin=config.allow_any_origin,
             environment=config.environment,
         )
+        self._layers.extend(_chain(app))
+        supported = None if subprotocols is None else tuple(subprotocols)
+        self.endpoints.append(Endpoint(path, protocol, supported, bypass and config.is_development))
+        return app
+
+    def layers(self, kind: type[Layer]) -> list[Layer]:
+        """Every middleware of type ``kind`` the gate has put in front of an app."""
+        return [layer for layer in self._layers if isinstance(layer, kind)]
+
+    def route(self, path: str, endpoint: ASGIApp, **options: Any) -> WebSocketRoute:
+        """A Starlette ``WebSocketRoute`` for ``path`` with the gate in front of ``endpoint``.
+
+        ``options`` are :meth:`wrap`'s keyword arguments.
+        """
+        return WebSocketRoute(path, self.wrap(endpoint, path=path, **options))
 
     async def aclose(self) -> None:
-        """Release what the gate holds (the auth service client). Call it at shutdown."""
+        """Release what the gate holds (the auth service client, backends). Call it at
+        shutdown."""
         aclose = getattr(self.verifier, "aclose", None)
         if aclose is not None:
             await aclose()
+        await self.registry.aclose()
+
+
+def _chain(app: object) -> Iterator[object]:
+    """The gate's own layers, outermost first, down to the app."""
+    while isinstance(app, _LAYER_TYPES):
+        yield app
+        app = app.app
+
+
+def _is_gated_endpoint(app: ASGIApp) -> TypeGuard[type[GatedEndpoint]]:
+    return isinstance(app, type) and issubclass(app, GatedEndpoint)
 
 
 def _verifier_from(config: GateConfig) -> Verifier | None:

@@ -216,6 +216,20 @@ class WSClient:
         finally:
             self._closed()
 
+    def abort(self) -> None:
+        """Cut the TCP connection without a close frame, as a client that vanishes does.
+
+        The server sees the connection drop (its app gets close code 1006); the client is
+        ``"closed"`` with close code 1006.
+        """
+        connection = self._require_connection()
+        if self.state != "open":
+            return
+        connection.transport.abort()
+        self._state = "closed"
+        self._close_code = 1006
+        self._close_reason = ""
+
     async def send_text(self, data: str) -> None:
         """Send a text frame."""
         await self._send(data)

@@ -1,0 +1,187 @@
+"""ConnectionLimitMiddleware: at most ``max_per_user`` open connections per user.
+
+Each open connection is an entry in a :class:`~wsgate.registry.Registry`, under its user's
+key. The entry is added once the app has accepted the connection and is really serving it,
+and removed when the connection ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wsgate import _options, refusals
+from wsgate.connection import Connection
+from wsgate.exceptions import ConfigurationError
+from wsgate.registry import POLICIES, MemoryRegistry, Policy, Registry
+
+__all__ = ["ConnectionLimitMiddleware"]
+
+logger = logging.getLogger("wsgate.connections")
+
+_KEY_PREFIX: Final = "wsgate:conn:"
+
+
+class ConnectionLimitMiddleware:
+    """Let each user hold at most ``max_per_user`` open connections.
+
+    With ``"evict_oldest"`` (the default) a new connection always gets in, and the user's
+    oldest connection is closed with 4008 ``connection_limit``: the newest tab wins. With
+    ``"reject_new"`` the new connection is accepted and closed at once with 4008, so that a
+    browser can read the code; the connections already open stay.
+
+    A connection counts from the moment the app has accepted it and goes on to serve it (its
+    next send or receive). A connection the app or an inner layer refuses, before accept or
+    by closing right after it, never takes a slot and never evicts anyone. The slot is freed
+    when the connection ends, however it ends.
+
+    The limit belongs to the authenticated user (``scope["user"].identity``), across every
+    endpoint that shares the registry. Connections without a user, and the development
+    bypass user, are counted per client IP address. ``key`` replaces that choice.
+
+    Args:
+        app: The ASGI app to protect.
+        max_per_user: How many connections one user may hold open at once.
+        policy: ``"evict_oldest"`` (the default) closes the user's oldest connection;
+            ``"reject_new"`` closes the new one.
+        registry: Where the open connections are counted. Defaults to a new
+            :class:`~wsgate.registry.MemoryRegistry`; pass one registry to every middleware
+            (endpoint) that should share the limit.
+        key: A function of the connection's scope that returns whose connection it is,
+            computed once per connection. None counts per user, else per client IP.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_per_user: int = 3,
+        policy: Policy = "evict_oldest",
+        registry: Registry | None = None,
+        key: Callable[[Scope], str] | None = None,
+    ) -> None:
+        self.app = app
+        self.max_per_user = _options.count("max_per_user", max_per_user)
+        _options.choice("policy", policy, POLICIES)
+        self.policy: Policy = policy
+        if registry is None:
+            registry = MemoryRegistry()
+        elif not isinstance(registry, Registry):
+            raise ConfigurationError(
+                f"registry must be a wsgate.registry.Registry, such as MemoryRegistry(), "
+                f"not {registry!r}."
+            )
+        self.registry = registry
+        if key is not None and not callable(key):
+            raise ConfigurationError(
+                f"key must be a function of the scope that returns a string, not {key!r}."
+            )
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        connection, send = Connection.of(scope, send)
+        key = self.key_of(scope)
+        registry = self.registry
+        local = registry.local_connections
+        # Settled once the accepted connection was counted, or closed before it could be.
+        settled = False
+        tried = False
+
+        async def admit() -> None:
+            nonlocal settled, tried
+            settled = tried = True
+            local[connection.id] = connection
+            try:
+                admission = await registry.add(
+                    key, connection.id, limit=self.max_per_user, policy=self.policy
+                )
+            except Exception as exc:
+                logger.warning(
+                    "the connection registry failed (%s: %s); %s is let in uncounted",
+                    type(exc).__name__,
+                    exc,
+                    connection.id,
+                )
+                return
+            for connection_id in admission.close:
+                if connection_id == connection.id:
+                    await connection.close(refusals.CONNECTION_LIMIT)
+                    action = "closed new connection"
+                elif self.evict(connection_id):
+                    action = "evicted connection"
+                else:
+                    continue
+                logger.info(
+                    "%s %s of %s with 4008 connection_limit: over max_per_user=%d (%s)",
+                    action,
+                    connection_id,
+                    key,
+                    self.max_per_user,
+                    self.policy,
+                )
+
+        async def send_message(message: Message) -> None:
+            nonlocal settled
+            if not settled and connection.accepted:
+                if message["type"] == "websocket.close":
+                    settled = True  # closed right after accept: a refusal, never counted
+                else:
+                    await admit()
+            await send(message)
+
+        async def receive_message() -> Message:
+            if not settled and connection.accepted:
+                await admit()
+            while True:
+                message = await receive()
+                # Messages the server queued before an eviction are dropped, not handed on.
+                if message["type"] != "websocket.receive" or not connection.closed:
+                    return message
+
+        try:
+            await self.app(scope, receive_message, send_message)
+        finally:
+            if local.get(connection.id) is connection:
+                del local[connection.id]
+            if tried:
+                try:
+                    await registry.remove(key, connection.id)
+                except Exception as exc:
+                    logger.warning(
+                        "the connection registry failed to forget %s (%s: %s)",
+                        connection.id,
+                        type(exc).__name__,
+                        exc,
+                    )
+
+    def key_of(self, scope: Scope) -> str:
+        """The registry key a connection is counted under, namespaced by kind."""
+        if self.key is not None:
+            return f"{_KEY_PREFIX}key:{self.key(scope)}"
+        user: Any = scope.get("user")
+        if getattr(user, "is_authenticated", False) and not getattr(user, "is_dev", False):
+            return f"{_KEY_PREFIX}user:{user.identity}"
+        client = scope.get("client")
+        return f"{_KEY_PREFIX}ip:{client[0] if client else 'unknown'}"
+
+    def evict(self, connection_id: str) -> bool:
+        """Close a connection of this process with 4008 ``connection_limit``.
+
+        The close runs in a task of the evicted connection, so a client that stopped reading
+        never holds up the connection that replaced it. This is the hook a shared registry
+        calls when another process evicts a connection held here.
+
+        Returns:
+            True when this process held the connection and it was still open.
+        """
+        connection = self.registry.local_connections.get(connection_id)
+        if connection is None or connection.closed or not connection.accepted:
+            return False
+        connection.close_soon(refusals.CONNECTION_LIMIT)
+        return True

@@ -1,0 +1,443 @@
+"""HeartbeatMiddleware: the lifecycle of an open connection.
+
+ASGI carries no WebSocket ping frames to the app, and a server's own keepalive (uvicorn
+``--ws-ping-interval``) only proves that the TCP peer's WebSocket library is alive. This layer
+pings at the application level, closes idle and too-old connections, and closes a connection
+when its token expires unless the client refreshes the token in band.
+
+Each connection has at most one timer handle on the event loop's timer heap, never a task
+sleeping in a loop. A message only records the time it arrived; when the timer fires, it
+works out what is due (token expiry, max lifetime, idle timeout, a ping or a missing answer),
+acts, and re-arms itself for the next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Final
+
+import orjson
+from starlette.authentication import AuthCredentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wsgate import _options, refusals
+from wsgate.auth.base import GateUser, Identity, Verifier
+from wsgate.connection import Connection, decoded, message_id
+from wsgate.errors import (
+    INTERNAL_ERROR,
+    INVALID_MESSAGE,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    MessageError,
+)
+from wsgate.exceptions import AuthenticationError, AuthUnavailable, ConfigurationError
+from wsgate.refusals import Refusal
+
+__all__ = ["PING_ID_PREFIX", "HeartbeatMiddleware"]
+
+logger = logging.getLogger("wsgate.heartbeat")
+
+PING_ID_PREFIX: Final = "wsgate-ping-"
+"""The ``id`` of every JSON-RPC ping the gate sends starts with this."""
+
+_JSON_PING: Final = '{"type":"ping"}'
+# The frames this layer answers itself. JSON-RPC ping results map to "pong", refreshes to "auth".
+_JSON_FRAMES: Final = frozenset({"ping", "pong", "auth"})
+_RPC_METHODS: Final = {"ping": "ping", "auth/refresh": "auth"}
+# asyncio runs a timer up to its clock resolution early; a deadline that close counts as due.
+_EARLY: Final = 0.001
+
+
+class HeartbeatMiddleware:
+    """Ping quiet clients, and close connections that are dead, idle, too old or expired.
+
+    Every ``interval`` seconds of silence from the client, the gate sends ``{"type": "ping"}``
+    (on JSON-RPC endpoints, the request ``{"jsonrpc": "2.0", "id": "wsgate-ping-<n>",
+    "method": "ping"}``). Any message from the client proves it alive; without one within
+    ``timeout`` seconds of the ping, the connection is closed with 4000 ``heartbeat_timeout``.
+    The gate answers the client's own ``{"type": "ping"}`` with ``{"type": "pong"}``.
+
+    When the auth layer put a :class:`~wsgate.GateUser` with an ``exp`` in the scope, the
+    connection is closed with 1008 ``token_expired`` at ``exp + leeway``, unless the client
+    sends a fresh token first (``{"type": "auth", "token": ...}``, or the JSON-RPC request
+    ``auth/refresh``), which ``verifier`` checks.
+
+    Heartbeat and refresh frames are answered here and never reach the app. The names they
+    use (``type`` ``ping``, ``pong`` and ``auth``; JSON-RPC methods ``ping`` and
+    ``auth/refresh``) are reserved on gated endpoints.
+
+    Args:
+        app: The ASGI app to protect.
+        interval: Seconds of silence from the client before the gate pings it, or None to
+            send no pings.
+        timeout: Seconds the client has to send anything after a ping.
+        idle_timeout: Close with 4001 ``idle_timeout`` after this many seconds without a
+            message for the app, or None (the default) to keep idle connections. Heartbeat
+            and refresh frames do not count: a client that only answers pings is idle.
+        max_lifetime: Close with 4002 ``max_lifetime`` this many seconds after accept, or None
+            (the default) for no limit.
+        verifier: Checks refreshed tokens: a :class:`~wsgate.JWTVerifier`, a
+            :class:`~wsgate.RemoteVerifier` or anything with ``async verify(token)``. Without
+            one, refresh messages are answered with a ``method_not_found`` error frame.
+        leeway: Seconds a connection may stay open after its token's ``exp``. Give it the
+            verifier's leeway, so a token accepted in the handshake is not closed at once.
+
+    Attributes:
+        armed_timers: How many timer handles the middleware has on the event loop: at most
+            one per open connection, 0 once every connection has ended.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        # Heartbeat
+        interval: float | None = 45.0,
+        timeout: float = 20.0,
+        # Limits
+        idle_timeout: float | None = None,
+        max_lifetime: float | None = None,
+        # Token expiry and refresh
+        verifier: Verifier | None = None,
+        leeway: float = 0.0,
+    ) -> None:
+        self.app = app
+        self.interval = _optional_seconds("interval", interval)
+        self.timeout = _options.seconds("timeout", timeout, positive=True)
+        self.idle_timeout = _optional_seconds("idle_timeout", idle_timeout)
+        self.max_lifetime = _optional_seconds("max_lifetime", max_lifetime)
+        if verifier is not None and not isinstance(verifier, Verifier):
+            raise ConfigurationError(
+                f"verifier must have an async verify(token) method; got {verifier!r}."
+            )
+        self.verifier = verifier
+        self.leeway = _options.seconds("leeway", leeway)
+        self.armed_timers = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        connection, send = Connection.of(scope, send)
+        lifecycle = _Lifecycle(self, connection, scope)
+
+        async def receive_message() -> Message:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    if message["type"] == "websocket.disconnect":
+                        lifecycle.stop()  # even if the app lingers after the client left
+                    return message
+                frame = lifecycle.seen(message)
+                if frame is None:
+                    return message
+                await lifecycle.answer(frame, decoded(message))
+
+        async def send_message(message: Message) -> None:
+            await send(message)
+            if lifecycle.waiting and connection.accepted:
+                lifecycle.start()
+
+        try:
+            await self.app(scope, receive_message, send_message)
+        finally:
+            lifecycle.stop()
+
+
+class _Lifecycle:
+    """The timers and heartbeat state of one connection. Times are ``loop.time()`` values."""
+
+    __slots__ = (
+        "connection",
+        "credentials",
+        "ends",
+        "expires",
+        "gate",
+        "handle",
+        "last_active",
+        "last_seen",
+        "loop",
+        "ping_sent",
+        "pings",
+        "user",
+        "waiting",
+    )
+
+    def __init__(self, gate: HeartbeatMiddleware, connection: Connection, scope: Scope) -> None:
+        self.gate = gate
+        self.connection = connection
+        self.loop = asyncio.get_running_loop()
+        self.handle: asyncio.TimerHandle | None = None
+        self.waiting = True  # for the app's accept, which starts the clocks
+        user = scope.get("user")
+        self.user = user if isinstance(user, GateUser) else None
+        credentials = scope.get("auth")
+        self.credentials = credentials if isinstance(credentials, AuthCredentials) else None
+        now = self.loop.time()
+        self.last_seen = now  # any message from the client
+        self.last_active = now  # a message that reached the app
+        self.ping_sent: float | None = None  # the unanswered ping, if any
+        self.pings = 0
+        self.ends: float | None = None
+        self.expires: float | None = None
+
+    # The hot path: once per message.
+
+    def seen(self, message: Message) -> str | None:
+        """Note a client message; return ``"ping"``, ``"pong"`` or ``"auth"`` when it is a
+        frame for this layer, None when it is for the app."""
+        now = self.loop.time()
+        self.last_seen = now
+        value = decoded(message)
+        # Only well-formed frames are this layer's; a malformed one goes on to the format
+        # layer, which says what is wrong with it.
+        if isinstance(value, dict) and ("id" not in value or message_id(value) is not None):
+            if self.connection.protocol == "json":
+                kind = value.get("type")
+                if isinstance(kind, str) and kind in _JSON_FRAMES:
+                    return kind
+            else:
+                method = value.get("method")
+                if method is None:  # a response: to the gate's ping, or to an app request
+                    answered = value.get("id")
+                    if isinstance(answered, str) and answered.startswith(PING_ID_PREFIX):
+                        return "pong"
+                elif (
+                    isinstance(method, str)
+                    and method in _RPC_METHODS
+                    and value.get("jsonrpc") == "2.0"
+                ):
+                    return _RPC_METHODS[method]
+        self.last_active = now
+        return None
+
+    async def answer(self, frame: str, value: dict[str, Any]) -> None:
+        """Answer a frame :meth:`seen` kept from the app."""
+        if frame == "pong":
+            # Any message proves the client alive, but only a pong moves the next ping
+            # forward, so that pings stay an interval apart when timeout > interval.
+            if self.ping_sent is not None:
+                self.ping_sent = None
+                self._arm()
+        elif frame == "ping":
+            await self._reply("pong", {}, message_id(value))
+        else:
+            await self._refresh(value)
+
+    async def _reply(self, kind: str, result: dict[str, Any], answered: str | int | None) -> None:
+        """Answer a request: ``{"type": kind, "payload": result}``, or a JSON-RPC result."""
+        if self.connection.protocol == "jsonrpc":
+            if answered is not None:  # a notification gets no response
+                await self._send({"jsonrpc": "2.0", "id": answered, "result": result})
+            return
+        frame: dict[str, Any] = {"type": kind}
+        if result:
+            frame["payload"] = result
+        if answered is not None:
+            frame["id"] = answered
+        await self._send(frame)
+
+    # Token refresh
+
+    async def _refresh(self, value: dict[str, Any]) -> None:
+        connection = self.connection
+        rpc = connection.protocol == "jsonrpc"
+        answered = message_id(value)
+        verifier = self.gate.verifier
+        if verifier is None:
+            await self._error(
+                METHOD_NOT_FOUND,
+                "In-band token refresh is not configured on this endpoint; reconnect with "
+                "the new token instead.",
+                answered,
+            )
+            return
+        if self.user is None:
+            await self._error(
+                INVALID_MESSAGE,
+                "This connection was not opened with a token, so there is none to refresh.",
+                answered,
+            )
+            return
+        params = value.get("params") if rpc else value
+        token = params.get("token") if isinstance(params, dict) else None
+        if not isinstance(token, str) or not token:
+            where = 'params {"token": "<jwt>"}' if rpc else 'a "token" field'
+            await self._error(
+                INVALID_PARAMS if rpc else INVALID_MESSAGE,
+                f"A token refresh needs {where} holding the new token as a string.",
+                answered,
+            )
+            return
+
+        identity: Identity | None = None
+        try:
+            identity = await verifier.verify(token)
+        except AuthUnavailable as exc:
+            logger.warning("token refresh on connection %s not checked: %s", connection.id, exc)
+        except AuthenticationError as exc:
+            self._refused(exc.refusal, str(exc))
+            await connection.close(exc.refusal)
+            return
+        except Exception:
+            logger.exception("verifier %r raised an undocumented exception", verifier)
+        if identity is None:
+            await self._error(
+                INTERNAL_ERROR,
+                "The auth service could not check the new token. The connection keeps its "
+                "current token until it expires; try the refresh again later.",
+                answered,
+            )
+            return
+        if connection.closed:
+            return  # the old token expired while the new one was being checked
+        if identity.subject != self.user.identity:
+            self._refused(refusals.INVALID_TOKEN, "the new token belongs to another subject")
+            await connection.close(refusals.INVALID_TOKEN)
+            return
+
+        self.user.verified = identity  # the app reads the new claims from the same object
+        self.user.is_dev = False
+        if self.credentials is not None:
+            self.credentials.scopes = list(identity.scopes)
+        self.expires = self._token_deadline()
+        self._arm()
+        expires_at = identity.expires_at
+        if expires_at is not None and expires_at.is_integer():
+            expires_at = int(expires_at)  # as it was in the token
+        await self._reply("auth", {"expires_at": expires_at}, answered)
+
+    def _refused(self, refusal: Refusal, detail: str) -> None:
+        # The detail comes from the verifier's exception, which never holds the token.
+        logger.info(
+            "token refresh refused on connection %s: %s (%s)",
+            self.connection.id,
+            refusal.reason,
+            detail,
+        )
+
+    def _token_deadline(self) -> float | None:
+        if self.user is None or self.user.verified.expires_at is None:
+            return None
+        # exp is wall-clock time; the timer runs on the loop's monotonic clock.
+        remaining = self.user.verified.expires_at + self.gate.leeway - time.time()
+        return self.loop.time() + remaining
+
+    # Sending from the gate. The client may have vanished: the next receive says so.
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self._send_text(orjson.dumps(frame).decode())
+
+    async def _send_text(self, text: str) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            await self.connection.send_text(text)
+
+    async def _error(self, error: MessageError, text: str, answered: str | int | None) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            await self.connection.send_error(error, text, message_id=answered)
+
+    # The timer
+
+    def start(self) -> None:
+        """Start the clocks: the app's accept went out."""
+        self.waiting = False
+        if self.connection.closed:
+            return
+        now = self.loop.time()
+        self.last_seen = self.last_active = now
+        if self.gate.max_lifetime is not None:
+            self.ends = now + self.gate.max_lifetime
+        self.expires = self._token_deadline()
+        self._arm()
+
+    def stop(self) -> None:
+        """Cancel the timer, whatever way the connection ended."""
+        self.waiting = False
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+            self.gate.armed_timers -= 1
+
+    def _arm(self) -> None:
+        """Make the timer fire at the next deadline, or earlier; no deadline, no timer."""
+        if self.connection.closed:
+            return  # nothing left to time; stop() cancels what is still armed
+        deadline = self._next_deadline()
+        if self.handle is not None:
+            if deadline is not None and self.handle.when() <= deadline:
+                return  # it fires first, and re-arms for the rest
+            self._cancel()
+        if deadline is not None:
+            self.handle = self.loop.call_at(deadline, self._fire)
+            self.gate.armed_timers += 1
+
+    def _next_deadline(self) -> float | None:
+        gate = self.gate
+        deadlines = [when for when in (self.expires, self.ends) if when is not None]
+        if gate.idle_timeout is not None:
+            deadlines.append(self.last_active + gate.idle_timeout)
+        if gate.interval is not None:
+            if self.ping_sent is None:
+                deadlines.append(self.last_seen + gate.interval)
+            else:
+                deadlines.append(self.ping_sent + gate.timeout)
+        return min(deadlines, default=None)
+
+    def _fire(self) -> None:
+        self.handle = None
+        self.gate.armed_timers -= 1
+        connection = self.connection
+        if connection.closed:
+            return
+        now = self.loop.time()
+        due = now + _EARLY
+        if self.ping_sent is not None and self.last_seen >= self.ping_sent:
+            self.ping_sent = None  # the client spoke since the ping
+        refusal = self._overdue(due)
+        if refusal is not None:
+            logger.info("closing connection %s: %s", connection.id, refusal.reason)
+            connection.close_soon(refusal)
+            return
+        interval = self.gate.interval
+        if interval is not None and self.ping_sent is None and due >= self.last_seen + interval:
+            self.ping_sent = now
+            connection.spawn(self._send_text(self._ping_frame()))
+        self._arm()
+
+    def _overdue(self, due: float) -> Refusal | None:
+        """The refusal whose deadline has passed at ``due``, the first in this order."""
+        gate = self.gate
+        if self.expires is not None and due >= self.expires:
+            return refusals.TOKEN_EXPIRED
+        if self.ends is not None and due >= self.ends:
+            return refusals.MAX_LIFETIME
+        if gate.idle_timeout is not None and due >= self.last_active + gate.idle_timeout:
+            return refusals.IDLE_TIMEOUT
+        if self.ping_sent is not None and due >= self.ping_sent + gate.timeout:
+            return refusals.HEARTBEAT_TIMEOUT
+        return None
+
+    def _ping_frame(self) -> str:
+        # Read when the timer fires: the format layer sets the protocol after this layer starts.
+        if self.connection.protocol != "jsonrpc":
+            return _JSON_PING
+        self.pings += 1
+        ping = {"jsonrpc": "2.0", "id": f"{PING_ID_PREFIX}{self.pings}", "method": "ping"}
+        return orjson.dumps(ping).decode()
+
+
+def _optional_seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return _options.seconds(name, value, positive=True)
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds, or None to turn it off, not {value!r}."
+        ) from None

@@ -1,0 +1,230 @@
+"""RateLimitMiddleware: a per-user budget of client messages, on the ``limits`` library.
+
+The budget lives in a ``limits`` async storage: in process memory by default, or Redis so
+that every worker process shares it. One storage can serve several middlewares (endpoints):
+with the same rate, a user then has one budget across all of them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from limits.aio.storage import Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.errors import ConfigurationError as LimitsConfigurationError
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wsgate import _options, refusals
+from wsgate.connection import Connection, decoded, message_id
+from wsgate.errors import RATE_LIMITED
+from wsgate.exceptions import ConfigurationError
+
+__all__ = ["RateLimitMiddleware", "rate_storage"]
+
+logger = logging.getLogger("wsgate.ratelimit")
+
+_STRATEGIES: Final[dict[str, type[RateLimiter]]] = {
+    "moving-window": MovingWindowRateLimiter,
+    "fixed-window": FixedWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+}
+_KEY_PREFIX: Final = "wsgate:rate:"
+_WARNING_PERIOD: Final = 60.0
+"""Seconds between two warnings about a failing storage."""
+_RETRY_STEP: Final = 0.1
+"""``retry_after`` is rounded up to this many seconds, and is never less."""
+
+
+def rate_storage(uri: str) -> Storage:
+    """The ``limits`` async storage for ``uri``.
+
+    Accepts what users write, ``memory://``, ``redis://host:6379/0``, ``rediss://...`` or
+    ``unix:///path/redis.sock``, as well as the ``limits`` spelling (``async+redis://...``).
+    Redis needs the ``redis`` package (``pip install 'wsgate[redis]'``); no connection is
+    made until the first message.
+
+    Raises:
+        ConfigurationError: for an unknown scheme or a missing Redis client.
+    """
+    shown = _options.redacted_url(uri)
+    scheme, colon, rest = uri.partition(":")
+    scheme = scheme.lower().removeprefix("async+")
+    if scheme == "unix":
+        scheme = "redis+unix"
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if scheme.startswith("redis"):
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigurationError(
+                f"storage {shown!r} needs the Redis client: pip install 'wsgate[redis]'."
+            )
+        options["implementation"] = "redispy"  # the client the wsgate[redis] extra installs
+    try:
+        storage = storage_from_string(f"async+{scheme}{colon}{rest}", **options)
+    except LimitsConfigurationError:
+        raise ConfigurationError(
+            "storage must be 'memory://' or a Redis URL such as 'redis://localhost:6379/0', "
+            f"'rediss://...' or 'unix:///path/redis.sock', not {shown!r}."
+        ) from None
+    return cast(Storage, storage)  # an async+ scheme always builds an async storage
+
+
+class RateLimitMiddleware:
+    """Let each user send at most ``rate`` messages; drop the rest with an error frame.
+
+    A message over the limit never reaches the app: the client gets a ``rate_limited`` error
+    frame with ``retry_after`` (seconds until a message would pass) and ``limit`` (the rate),
+    carrying the message's ``id`` when it had one. The connection stays open.
+
+    The budget belongs to the authenticated user (``scope["user"].identity``), so all of a
+    user's connections draw from one budget. Connections without a user, and the
+    development bypass user, are counted per client IP address. ``key`` replaces that choice.
+
+    A storage failure (Redis down) never breaks a connection: messages pass unlimited while
+    it lasts, and a warning is logged at most once a minute.
+
+    Args:
+        app: The ASGI app to protect.
+        rate: A ``limits`` rate string: ``"30/minute"``, ``"5/second"``, ``"1000 per hour"``.
+        strategy: ``"moving-window"`` (the default: exact), ``"fixed-window"`` (cheapest; up
+            to twice the rate across a window boundary) or ``"sliding-window-counter"``
+            (an approximation of the moving window with two counters).
+        storage: A storage URI (``"memory://"``, ``"redis://host:6379/0"``), or a
+            ``limits.aio.storage.Storage`` shared with other middlewares.
+        key: A function of the connection's scope that returns the budget's name, computed
+            once per connection. None counts per user, else per client IP.
+        close_after: Close the connection with 1008 ``rate_limit_abuse`` after this many
+            refused messages in a row (a message that passes resets the count), or None
+            (the default) to never close.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rate: str = "30/minute",
+        strategy: str = "moving-window",
+        storage: str | Storage = "memory://",
+        key: Callable[[Scope], str] | None = None,
+        close_after: int | None = None,
+    ) -> None:
+        self.app = app
+        self.rate = rate
+        self.item = _options.rate("rate", rate)
+        self.strategy = _options.choice("strategy", strategy, tuple(_STRATEGIES))
+        if isinstance(storage, str):
+            storage = rate_storage(storage)
+        elif not isinstance(storage, Storage):
+            raise ConfigurationError(
+                f"storage must be a URI such as 'memory://' or 'redis://localhost:6379/0', or a "
+                f"limits.aio.storage.Storage (an async one), not {storage!r}."
+            )
+        self.storage = storage
+        try:
+            self.limiter = _STRATEGIES[strategy](storage)
+        except NotImplementedError:
+            raise ConfigurationError(
+                f"strategy {strategy!r} does not work with {type(storage).__name__}; use "
+                "'fixed-window', or a memory or Redis storage."
+            ) from None
+        if key is not None and not callable(key):
+            raise ConfigurationError(
+                f"key must be a function of the scope that returns a string, not {key!r}."
+            )
+        self.key = key
+        self.close_after = (
+            None if close_after is None else _options.count("close_after", close_after)
+        )
+        self.explanation = f"Over the rate limit of {rate}; the message was dropped."
+        self._failures = 0
+        self._warned_at = -math.inf
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        connection, send = Connection.of(scope, send)
+        key = self.key_of(scope)
+        item = self.item
+        hit = self.limiter.hit
+        close_after = self.close_after
+        refused = 0
+
+        async def receive_message() -> Message:
+            nonlocal refused
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive":
+                    return message
+                try:
+                    allowed = await hit(item, key)
+                except Exception as exc:
+                    self._storage_failed(exc)
+                    allowed = True
+                if allowed:
+                    refused = 0
+                    return message
+                refused += 1
+                await connection.send_error(
+                    RATE_LIMITED,
+                    self.explanation,
+                    message_id=message_id(decoded(message)),
+                    retry_after=await self._retry_after(key),
+                    limit=self.rate,
+                )
+                if close_after is not None and refused >= close_after:
+                    await connection.close(refusals.RATE_LIMIT_ABUSE)
+                    # Messages the server queued before the close are dropped, not handed on.
+                    while message["type"] == "websocket.receive":
+                        message = await receive()
+                    return message
+
+        await self.app(scope, receive_message, send)
+
+    def key_of(self, scope: Scope) -> str:
+        """The name of the budget a connection draws from, namespaced by kind."""
+        if self.key is not None:
+            return f"{_KEY_PREFIX}key:{self.key(scope)}"
+        user: Any = scope.get("user")
+        if getattr(user, "is_authenticated", False) and not getattr(user, "is_dev", False):
+            return f"{_KEY_PREFIX}user:{user.identity}"
+        client = scope.get("client")
+        return f"{_KEY_PREFIX}ip:{client[0] if client else 'unknown'}"
+
+    async def _retry_after(self, key: str) -> float:
+        """Seconds until the budget has room again, rounded up to a tenth of a second."""
+        window = self.item.get_expiry()
+        try:
+            stats = await self.limiter.get_window_stats(self.item, key)
+            # Never beyond one window, whatever the storage server's clock says.
+            seconds = min(stats.reset_time - time.time(), window)
+        except Exception as exc:
+            self._storage_failed(exc)
+            seconds = window  # a whole window is always enough
+        steps = max(math.ceil(seconds / _RETRY_STEP), 1)
+        return round(steps * _RETRY_STEP, 1)
+
+    def _storage_failed(self, exc: Exception) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._warned_at < _WARNING_PERIOD:
+            return
+        logger.warning(
+            "the rate-limit storage failed %d time(s) (last: %s: %s); messages pass unlimited "
+            "until it answers again",
+            self._failures,
+            type(exc).__name__,
+            exc,
+        )
+        self._failures = 0
+        self._warned_at = now

@@ -1,0 +1,100 @@
+"""MessageSizeMiddleware: refuse client messages larger than a byte limit.
+
+The server hands a message to the ASGI app only once it has buffered all of it, so this layer
+decides what happens to messages up to the server's own cap (uvicorn ``--ws-max-size``): an
+oversized one is dropped with an error frame, or ends the connection. Anything beyond the
+server's cap never gets here; the protocol layer closes the connection with 1009 first.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from wsgate import _options, refusals
+from wsgate.connection import Connection
+from wsgate.errors import MESSAGE_TOO_LARGE
+
+__all__ = ["MessageSizeMiddleware"]
+
+_POLICIES: Final = ("refuse", "close")
+
+
+class MessageSizeMiddleware:
+    """Drop, or close on, client messages larger than ``max_bytes``.
+
+    A text frame is measured in UTF-8 bytes, not characters, so 8192 four-byte emoji are
+    32 KiB. A binary frame is measured in bytes. A message of exactly ``max_bytes`` passes.
+
+    With the ``"refuse"`` policy an oversized message never reaches the app: the client gets
+    a ``message_too_large`` error frame with ``limit`` (in bytes) and the connection stays
+    open. The message is not parsed, so the frame carries no ``id``. With ``"close"`` the
+    connection is closed with 1009 ``message_too_large``.
+
+    Give the server a cap of its own, a small multiple of ``max_bytes`` (uvicorn
+    ``--ws-max-size``), so that a huge message is cut off by the protocol layer instead of
+    being buffered whole before this middleware can see it.
+
+    Args:
+        app: The ASGI app to protect.
+        max_bytes: The largest message the app gets, in bytes.
+        policy: ``"refuse"`` (the default) drops the message with an error frame;
+            ``"close"`` closes the connection with 1009.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int = 8192,
+        policy: Literal["refuse", "close"] = "refuse",
+    ) -> None:
+        self.app = app
+        self.max_bytes = _options.count("max_bytes", max_bytes, unit="bytes")
+        self.policy = _options.choice("policy", policy, _POLICIES)
+        self.explanation = (
+            f"Messages may be at most {max_bytes} bytes (UTF-8 for text); this one was larger "
+            "and was dropped."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        connection, send = Connection.of(scope, send)
+        too_large = self.too_large
+        close = self.policy == "close"
+
+        async def receive_message() -> Message:
+            while True:
+                message = await receive()
+                if message["type"] != "websocket.receive" or not too_large(message):
+                    return message
+                if close:
+                    await connection.close(refusals.MESSAGE_TOO_LARGE)
+                    # Messages the server queued before the close are dropped, not handed on.
+                    while message["type"] == "websocket.receive":
+                        message = await receive()
+                    return message
+                await connection.send_error(
+                    MESSAGE_TOO_LARGE, self.explanation, limit=self.max_bytes
+                )
+
+        await self.app(scope, receive_message, send)
+
+    def too_large(self, message: Message) -> bool:
+        """Whether a ``websocket.receive`` message is larger than ``max_bytes``."""
+        limit = self.max_bytes
+        text = message.get("text")
+        if text is not None:
+            # A character is 1 to 4 bytes in UTF-8: encode only when the length cannot tell.
+            length = len(text)
+            if length > limit:
+                return True
+            if 4 * length <= limit:
+                return False
+            # surrogatepass: never raise, even on a lone surrogate no valid frame carries.
+            return len(text.encode("utf-8", "surrogatepass")) > limit
+        data = message.get("bytes")
+        return data is not None and len(data) > limit
