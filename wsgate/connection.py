@@ -181,7 +181,9 @@ class Connection:
             message_id=message_id,
             extra=extra,
         )
-        await self.send_text(frame)
+        # A client that vanished gets nothing; the app learns it from its next receive.
+        with contextlib.suppress(OSError):
+            await self.send_text(frame)
 
     async def close(self, refusal: Refusal) -> bool:
         """Close the connection with ``refusal``'s code and reason, once.

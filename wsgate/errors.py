@@ -33,6 +33,7 @@ from typing import Any, Literal
 import orjson
 
 __all__ = [
+    "AUTH_UNAVAILABLE",
     "BATCH_TOO_LARGE",
     "INTERNAL_ERROR",
     "INVALID_JSON",
@@ -104,6 +105,12 @@ METHOD_NOT_FOUND = MessageError(
 INVALID_PARAMS = MessageError(
     "invalid_params", -32602, "The handler refused the message's parameters."
 )
+AUTH_UNAVAILABLE = MessageError(
+    "auth_unavailable",
+    -32005,
+    "The auth service could not check a refreshed token; the connection keeps its current "
+    "token. Retry the refresh later.",
+)
 INTERNAL_ERROR = MessageError(
     "internal_error",
     -32603,
@@ -120,6 +127,7 @@ MESSAGE_ERRORS: tuple[MessageError, ...] = (
     RATE_LIMITED,
     METHOD_NOT_FOUND,
     INVALID_PARAMS,
+    AUTH_UNAVAILABLE,
     INTERNAL_ERROR,
 )
 

@@ -445,7 +445,7 @@ async def test_auth_service_down_keeps_the_connection_until_exp(server: LiveServ
     async with WSClient(server.ws("/auth-down"), token=TOKENS.valid(ttl=2)) as ws:
         await ws.send_json({"type": "auth", "token": TOKENS.valid(ttl=600)})
         error = await ws.receive_json(timeout=5)
-        assert error["error"]["code"] == "internal_error"
+        assert error["error"]["code"] == "auth_unavailable"
         assert "try the refresh again later" in error["error"]["message"]
         await ws.send_text("still open")
         assert await ws.receive(timeout=5) == "still open"

@@ -27,7 +27,7 @@ from wsgate import _options, refusals
 from wsgate.auth.base import GateUser, Identity, Verifier
 from wsgate.connection import Connection, decoded, message_id
 from wsgate.errors import (
-    INTERNAL_ERROR,
+    AUTH_UNAVAILABLE,
     INVALID_MESSAGE,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
@@ -286,7 +286,7 @@ class _Lifecycle:
             logger.exception("verifier %r raised an undocumented exception", verifier)
         if identity is None:
             await self._error(
-                INTERNAL_ERROR,
+                AUTH_UNAVAILABLE,
                 "The auth service could not check the new token. The connection keeps its "
                 "current token until it expires; try the refresh again later.",
                 answered,
