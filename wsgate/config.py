@@ -113,6 +113,21 @@ class GateConfig:
     storage: str = field(default="memory://", repr=False)  # a Redis URL may carry a password
     """Where limits and the connection registry live: ``memory://`` (one process) or
     ``redis://host:port/db``. Env: ``WSGATE_STORAGE``."""
+    backend_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    """When the shared backend is down: ``fail_open`` falls back to per-process limits and
+    logs loudly; ``fail_closed`` refuses new connections with 1013. Env:
+    ``WSGATE_BACKEND_POLICY``."""
+    registry_ttl: float = 30.0
+    """Seconds a worker's registry entries outlive it if it dies; refreshed while it runs.
+    Env: ``WSGATE_REGISTRY_TTL``."""
+
+    # Discovery and metrics
+    secure_config_requires_auth: bool = True
+    """``/ws/secure/config`` wants a bearer token. Env:
+    ``WSGATE_SECURE_CONFIG_REQUIRES_AUTH``."""
+    metrics_path: str | None = "/metrics"
+    """Where Prometheus metrics are served (``prometheus`` extra), or None (``off``). Env:
+    ``WSGATE_METRICS_PATH``."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
@@ -137,6 +152,8 @@ class GateConfig:
         _options.choice("message_size_policy", self.message_size_policy, _SIZE_POLICIES)
         _options.choice("rate_limit_strategy", self.rate_limit_strategy, _RATE_STRATEGIES)
         _options.choice("connection_policy", self.connection_policy, _CONNECTION_POLICIES)
+        _options.choice("backend_policy", self.backend_policy, ("fail_open", "fail_closed"))
+        _options.seconds("registry_ttl", self.registry_ttl, positive=True)
         if self.rate_limit is not None:
             _options.rate("rate_limit", self.rate_limit)
         if not self.storage.startswith(_STORAGE_SCHEMES):

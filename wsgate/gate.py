@@ -199,6 +199,13 @@ class Gate:
         """
         return WebSocketRoute(path, self.wrap(endpoint, path=path, **options))
 
+    async def backend_health(self) -> dict[str, Any]:
+        """The state of the shared-state backend, for the health endpoint.
+
+        ``{"kind": "memory", "status": "ok"}`` for the in-process default.
+        """
+        return {"kind": "memory", "status": "ok"}
+
     async def aclose(self) -> None:
         """Release what the gate holds (the auth service client, backends). Call it at
         shutdown."""
