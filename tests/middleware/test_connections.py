@@ -606,7 +606,7 @@ async def test_http_passes_through(harness: Harness) -> None:
 
 class BrokenRegistry(MemoryRegistry):
     async def add(self, key: str, connection_id: str, *, limit: int, policy: Policy) -> Admission:
-        raise ConnectionError("registry down at redis://:hunter2@cache")
+        raise ConnectionError("registry down")
 
     async def remove(self, key: str, connection_id: str) -> None:
         raise ConnectionError("registry down")
