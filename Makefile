@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help demo test lint typecheck docs check clean
+.PHONY: help demo test lint typecheck docs check clean bench bench-smoke
 
 help:
 	@echo "make demo       serve the example app in development mode on http://127.0.0.1:8000"
 	@echo "make test       run the test suite"
 	@echo "make check      ruff, mypy --strict and a strict docs build"
 	@echo "make docs       build the docs into site/"
+	@echo "make bench      measure the gate against a bare endpoint; writes bench/results/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check wsgate tests examples
-	$(BIN)/ruff format --check wsgate tests examples
+	$(BIN)/ruff check wsgate tests examples bench
+	$(BIN)/ruff format --check wsgate tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -35,6 +36,13 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
 check: lint typecheck docs
+
+# BENCH_ARGS="--runs 5 --seconds 10" for longer runs; bench-smoke only checks that it works.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke --output $(or $(TMPDIR),/tmp)/wsgate-bench-smoke
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""The servers the benchmark compares, one ASGI app per name.
+
+uvicorn serves ``bench.apps:create`` with ``--factory``; ``WSGATE_BENCH_APP`` names the app:
+
+* ``bare``: a Starlette ``WebSocketEndpoint`` that echoes text, the floor every ratio is
+  measured against;
+* ``gate``: the same endpoint behind the full default gate (origin, JWT HS256 in the header,
+  connection limit, size, heartbeat, rate limit, format);
+* ``gate-redis``: the full gate with ``WSGATE_STORAGE`` pointing at Redis;
+* one name per middleware alone (``origin``, ``auth``, ``connections``, ``size``,
+  ``heartbeat``, ``ratelimit``, ``format``), for the breakdown.
+
+Every app also answers ``GET /_bench/tasks`` with the number of asyncio tasks in the server,
+which the load generator reads to count tasks per idle connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.endpoints import WebSocketEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
+from starlette.websockets import WebSocket
+
+from wsgate import (
+    AuthMiddleware,
+    ConnectionLimitMiddleware,
+    FormatMiddleware,
+    Gate,
+    GateConfig,
+    HeartbeatMiddleware,
+    JWTVerifier,
+    MessageSizeMiddleware,
+    OriginMiddleware,
+    RateLimitMiddleware,
+)
+
+SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
+ORIGIN = "http://bench.example"
+# A rate the load never reaches: the limiter's cost is measured, not its refusals.
+UNREACHED_RATE = "100000000/minute"
+
+
+class Echo(WebSocketEndpoint):
+    encoding = "text"
+
+    async def on_receive(self, websocket: WebSocket, data: str) -> None:
+        await websocket.send_text(data)
+
+
+async def tasks(request: Request) -> JSONResponse:
+    return JSONResponse({"tasks": len(asyncio.all_tasks())})
+
+
+def _gate(**settings: object) -> ASGIApp:
+    config = GateConfig(
+        jwt_secret=SECRET,
+        allowed_origins=(ORIGIN,),
+        rate_limit=UNREACHED_RATE,
+        **settings,  # type: ignore[arg-type]
+    )
+    return Gate(config).wrap(Echo)
+
+
+def _alone(layer: Callable[[ASGIApp], ASGIApp]) -> Callable[[], ASGIApp]:
+    return lambda: layer(Echo)
+
+
+APPS: dict[str, Callable[[], ASGIApp]] = {
+    "bare": lambda: Echo,
+    "gate": _gate,
+    "gate-redis": lambda: _gate(storage=os.environ["WSGATE_BENCH_REDIS_URL"]),
+    "origin": _alone(lambda app: OriginMiddleware(app, allow_origins=[ORIGIN])),
+    "auth": _alone(
+        lambda app: AuthMiddleware(app, verifier=JWTVerifier(algorithms=["HS256"], secret=SECRET))
+    ),
+    "connections": _alone(lambda app: ConnectionLimitMiddleware(app, max_per_user=100_000)),
+    "size": _alone(MessageSizeMiddleware),
+    "heartbeat": _alone(HeartbeatMiddleware),
+    "ratelimit": _alone(lambda app: RateLimitMiddleware(app, rate=UNREACHED_RATE)),
+    "format": _alone(FormatMiddleware),
+}
+
+
+def create() -> Starlette:
+    """The app ``WSGATE_BENCH_APP`` names, mounted at ``/ws``."""
+    name = os.environ.get("WSGATE_BENCH_APP", "bare")
+    return Starlette(routes=[WebSocketRoute("/ws", APPS[name]()), Route("/_bench/tasks", tasks)])
