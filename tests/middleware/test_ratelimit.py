@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsgate import AuthMiddleware, ConfigurationError, GateUser, Identity, JWTVerifier
+from wsgate._window import LocalStorage
 from wsgate.connection import Connection, decoded
 from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
 from wsgate.testing import LiveServer, TokenFactory, WSClient
@@ -382,7 +383,12 @@ def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
 
 @pytest.mark.parametrize("uri", ["memory://", "async+memory://", "MEMORY://"])
 def test_memory_storage_uris(uri: str) -> None:
-    assert isinstance(rate_storage(uri), MemoryStorage)
+    assert isinstance(rate_storage(uri), LocalStorage)
+
+
+def test_a_limits_memory_storage_object_goes_through_limits() -> None:
+    middleware = RateLimitMiddleware(echo, storage=MemoryStorage())
+    assert middleware.local is None
 
 
 def test_storage_errors_never_show_a_password() -> None:
