@@ -192,12 +192,10 @@ class _Lifecycle:
         now = self.loop.time()
         self.last_seen = now
         value = decoded(message)
-        # Only well-formed frames are this layer's; a malformed one goes on to the format
-        # layer, which says what is wrong with it.
-        if isinstance(value, dict) and ("id" not in value or message_id(value) is not None):
+        if isinstance(value, dict):
             if self.connection.protocol == "json":
                 kind = value.get("type")
-                if isinstance(kind, str) and kind in _JSON_FRAMES:
+                if isinstance(kind, str) and kind in _JSON_FRAMES and _well_formed(value):
                     return kind
             else:
                 method = value.get("method")
@@ -209,6 +207,7 @@ class _Lifecycle:
                     isinstance(method, str)
                     and method in _RPC_METHODS
                     and value.get("jsonrpc") == "2.0"
+                    and _well_formed(value)
                 ):
                     return _RPC_METHODS[method]
         self.last_active = now
@@ -430,6 +429,12 @@ class _Lifecycle:
         self.pings += 1
         ping = {"jsonrpc": "2.0", "id": f"{PING_ID_PREFIX}{self.pings}", "method": "ping"}
         return orjson.dumps(ping).decode()
+
+
+def _well_formed(value: dict[str, Any]) -> bool:
+    """Whether a frame's ``id``, if any, can be echoed. A malformed frame is not this
+    layer's: it goes on to the format layer, which says what is wrong with it."""
+    return "id" not in value or message_id(value) is not None
 
 
 def _optional_seconds(name: str, value: float | None) -> float | None:
