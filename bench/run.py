@@ -332,6 +332,8 @@ def main() -> None:
     raw = {app: figures.values for app, figures in results.items()}
     (args.output / "latest.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     plotted = plot(results, args.output / "ratios.png")
+    if plotted and args.output == RESULTS:  # the docs' performance page shows the latest
+        shutil.copyfile(args.output / "ratios.png", ROOT / "docs" / "ratios.png")
     print(text)
     if not plotted:
         print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
