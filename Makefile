@@ -4,12 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: help demo test lint typecheck docs check clean bench bench-smoke
+.PHONY: help demo demo-redis test fuzz lint typecheck docs check clean bench bench-smoke
 
 help:
 	@echo "make demo       serve the example app in development mode on http://127.0.0.1:8000"
+	@echo "make demo-redis the same with 2 worker processes sharing Redis (WSGATE_STORAGE,"
+	@echo "                default redis://127.0.0.1:6379/0)"
 	@echo "make test       run the test suite"
 	@echo "make check      ruff, mypy --strict and a strict docs build"
+	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS seconds (default 60)"
 	@echo "make docs       build the docs into site/"
 	@echo "make bench      measure the gate against a bare endpoint; writes bench/results/"
 
@@ -22,8 +25,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m examples.run
 
+demo-redis: $(STAMP)
+	WSGATE_STORAGE="$${WSGATE_STORAGE:-redis://127.0.0.1:6379/0}" \
+		$(BIN)/python -m examples.run --workers 2
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check wsgate tests examples bench

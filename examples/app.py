@@ -7,6 +7,10 @@ environment. Endpoints:
 * ``/ws/secure``: the same, but a valid JWT is always required.
 * ``/ws/{user_id}`` and ``/ws/v1/{user_id}``: the ``/ws`` handler, for the path's user only.
 * ``/ws/mcp``: JSON-RPC 2.0 with the ``mcp`` subprotocol.
+* ``/ws/config``, ``/ws/secure/config``, ``/ws/secure/health`` and ``/metrics``: discovery,
+  health and Prometheus metrics (see :mod:`wsgate.discovery`).
+* ``/``: a demo page for browsers, and ``POST /demo/token`` for its tokens (development only;
+  see :mod:`examples.web`).
 
 Every JSON endpoint answers ``{"type": "echo", "payload": X}`` with the same message and
 ``{"type": "whoami"}`` with the connection's user; a message's ``id`` is echoed back.
@@ -14,6 +18,7 @@ Every JSON endpoint answers ``{"type": "echo", "payload": X}`` with the same mes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -28,6 +33,7 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket
 
 from examples.store import DEFAULT_DATABASE_URL, ChatStore
+from examples.web import web_routes
 from wsgate import (
     ErrorReply,
     Gate,
@@ -38,7 +44,10 @@ from wsgate import (
     Verifier,
     rpc_method,
 )
+from wsgate.connection import Connection
+from wsgate.discovery import discovery_routes
 from wsgate.errors import INVALID_MESSAGE
+from wsgate.refusals import SLOW_CONSUMER
 
 logger = logging.getLogger("examples.app")
 
@@ -57,27 +66,65 @@ ECHO_TOOL = {
 }
 
 
+class Outbox:
+    """The messages on their way to one room member, and the task that sends them.
+
+    A broadcast only queues; the speaker never waits for a member. A member that stopped
+    reading holds up nobody but itself, and once it is ``size`` messages behind it is closed
+    with 1013 ``slow_consumer`` (the gate's ``send_timeout`` bounds the send in progress).
+    """
+
+    def __init__(self, websocket: WebSocket, connection: Connection, size: int) -> None:
+        self.connection = connection
+        self.queue: asyncio.Queue[str] = asyncio.Queue(size)
+        self.writer = asyncio.get_running_loop().create_task(self._write(websocket))
+
+    async def _write(self, websocket: WebSocket) -> None:
+        with contextlib.suppress(Exception):  # the member left: its receive says so
+            while True:
+                await websocket.send_text(await self.queue.get())
+
+    def offer(self, data: str) -> bool:
+        """Queue ``data``; False when the member is too far behind and was closed."""
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.connection.close_soon(SLOW_CONSUMER)
+            return False
+        return True
+
+
 class Rooms:
-    """Who is in which chat room, for one process."""
+    """Who is in which chat room, for one process.
 
-    def __init__(self) -> None:
+    Args:
+        outbox: How many messages a member may fall behind before it is closed with 1013
+            ``slow_consumer``.
+    """
+
+    def __init__(self, *, outbox: int = 256) -> None:
         self.members: defaultdict[str, set[WebSocket]] = defaultdict(set)
+        self.outboxes: dict[WebSocket, Outbox] = {}
+        self.outbox = outbox
 
-    def join(self, room: str, websocket: WebSocket) -> None:
+    def join(self, room: str, websocket: WebSocket, connection: Connection) -> None:
         self.members[room].add(websocket)
+        if websocket not in self.outboxes:
+            self.outboxes[websocket] = Outbox(websocket, connection, self.outbox)
 
     def leave_all(self, websocket: WebSocket) -> None:
         for room in [room for room, sockets in self.members.items() if websocket in sockets]:
             self.members[room].discard(websocket)
             if not self.members[room]:
                 del self.members[room]
+        outbox = self.outboxes.pop(websocket, None)
+        if outbox is not None:
+            outbox.writer.cancel()
 
     async def broadcast(self, room: str, message: dict[str, Any]) -> None:
         data = orjson.dumps(message).decode()
         for websocket in list(self.members.get(room, ())):
-            try:
-                await websocket.send_text(data)
-            except Exception:  # a member that just left must not break the others
+            if not self.outboxes[websocket].offer(data):
                 self.leave_all(websocket)
 
 
@@ -133,7 +180,7 @@ class ChatEndpoint(GatedEndpoint):
             }
         if kind == "join":
             room = _room(message)
-            self.rooms.join(room, websocket)
+            self.rooms.join(room, websocket, self.connection)
             return {"type": "joined", "room": room}
         if kind == "say":
             room, text = _room(message), message.get("text")
@@ -239,6 +286,8 @@ def create_app(
             ),
             gate.route("/ws/v1/{user_id}", ChatEndpoint, dev_bypass=open_in_development, **chat),
             gate.route("/ws/{user_id}", ChatEndpoint, dev_bypass=open_in_development, **chat),
+            *web_routes(gate.config),  # the demo page, wsgate.js, the dev-only token endpoint
+            *discovery_routes(gate),  # /ws/config, /ws/secure/config, /ws/secure/health, /metrics
         ],
         lifespan=lifespan,
     )

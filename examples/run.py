@@ -3,6 +3,9 @@
 Settings already in the environment win; otherwise this picks development defaults: a fresh
 random JWT secret, origins of localhost on the chosen port, and clients without an Origin let
 in. Nothing but Python and the package's own dependencies is needed.
+
+`--workers N` serves with N uvicorn worker processes (`make demo-redis`). They must share their
+limits, so it needs `WSGATE_STORAGE=redis://...` and the `redis` extra.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import argparse
 import logging
 import os
 import secrets
+import sys
 
 import uvicorn
 
 from wsgate import GateConfig, encode_subprotocol
+from wsgate._options import redacted_url
 from wsgate.testing import TokenFactory
 
 
@@ -22,6 +27,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes; more than one needs WSGATE_STORAGE=redis://host:port/db",
+    )
     args = parser.parse_args()
 
     base = f"{args.host}:{args.port}"
@@ -30,13 +41,28 @@ def main() -> None:
     os.environ.setdefault("WSGATE_ALLOWED_ORIGINS", f"http://{base},http://localhost:{args.port}")
     os.environ.setdefault("WSGATE_ALLOW_MISSING_ORIGIN", "true")
     config = GateConfig.from_env()  # a setting that cannot be parsed fails here, by name
+    storage = redacted_url(config.storage)
+    if args.workers < 1:
+        parser.error(f"--workers must be 1 or more, not {args.workers}.")
+    if args.workers > 1 and config.storage.startswith("memory://"):
+        parser.error(
+            f"--workers {args.workers} needs a shared storage: with WSGATE_STORAGE={storage} "
+            f"each worker keeps its own limits, so a user would get {args.workers} times the "
+            "rate and the connections. Set WSGATE_STORAGE=redis://127.0.0.1:6379/0 (and "
+            "pip install 'wsgate[redis]'), or run one worker."
+        )
+    if not config.storage.startswith("memory://"):
+        _check_redis(config.storage, storage, config.backend_policy)
+    workers = f", {args.workers} workers sharing {storage}" if args.workers > 1 else ""
 
     token = TokenFactory(
         config.jwt_secret, audience=config.jwt_audience, issuer=config.jwt_issuer, ttl=8 * 3600
     ).valid("alice")
     print(
         f"""
-wsgate example app ({config.environment.value}) on http://{base}
+wsgate example app ({config.environment.value}{workers}) on http://{base}
+
+  Open http://{base}/ in a browser: the demo page chats, calls MCP and shows close codes.
 
   /ws                 JSON chat; without a token you are the dev user (development only)
   /ws/secure          JSON chat; a JWT is always required
@@ -68,7 +94,27 @@ Browsers send the token as a subprotocol next to "chat":
         port=args.port,
         log_level="info",
         ws_max_size=config.server_max_size,
+        workers=args.workers,
     )
+
+
+def _check_redis(url: str, shown: str, policy: str) -> None:
+    """Say so up front when Redis does not answer; the gate's policy then applies."""
+    try:
+        import redis
+    except ImportError:
+        sys.exit(f"WSGATE_STORAGE={shown} needs the Redis client: pip install 'wsgate[redis]'.")
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except (redis.RedisError, OSError) as exc:
+        print(
+            f"warning: Redis at {shown} does not answer ({exc}); the gate applies its backend "
+            f"policy, {policy}, until it does. Start one with: redis-server --save '' "
+            "--appendonly no",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

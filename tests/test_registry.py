@@ -11,12 +11,24 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 
+from tests.redis.server import redis_server
 from wsgate.registry import Admission, MemoryRegistry, Registry
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS: dict[str, Callable[[], Registry]] = {
-    "memory": MemoryRegistry,
+
+def redis_registry(request: pytest.FixtureRequest) -> Registry:
+    """A RedisRegistry on a real redis-server of the tests' own, emptied first."""
+    server = request.getfixturevalue(redis_server.__name__)
+    server.command("FLUSHALL")
+    from wsgate.backends.redis import RedisRegistry
+
+    return RedisRegistry(server.url, ttl=5)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Registry]] = {
+    "memory": lambda request: MemoryRegistry(),
+    "redis": redis_registry,
 }
 
 KEY = "wsgate:conn:user:alice"
@@ -25,7 +37,7 @@ OTHER = "wsgate:conn:user:bob"
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
-    backend = BACKENDS[request.param]()
+    backend = BACKENDS[request.param](request)
     try:
         yield backend
     finally:

@@ -108,6 +108,10 @@ class GateConfig:
     ``WSGATE_IDLE_TIMEOUT``."""
     max_lifetime: float | None = None
     """Close 4002 after this many seconds; off by default. Env: ``WSGATE_MAX_LIFETIME``."""
+    send_timeout: float | None = 10.0
+    """Seconds a message may wait for a client that stopped reading before the connection
+    is closed with 1013 ``slow_consumer``, or None (``off``) to wait forever. Env:
+    ``WSGATE_SEND_TIMEOUT``."""
 
     # Shared state
     storage: str = field(default="memory://", repr=False)  # a Redis URL may carry a password
@@ -146,7 +150,7 @@ class GateConfig:
         for name in ("rate_limit_close_after", "max_connections_per_user"):
             if getattr(self, name) is not None:
                 _options.count(name, getattr(self, name))
-        for name in ("heartbeat_interval", "idle_timeout", "max_lifetime"):
+        for name in ("heartbeat_interval", "idle_timeout", "max_lifetime", "send_timeout"):
             if getattr(self, name) is not None:
                 _options.seconds(name, getattr(self, name), positive=True)
         _options.choice("message_size_policy", self.message_size_policy, _SIZE_POLICIES)

@@ -10,6 +10,10 @@ dropped instead of raising in the server.
 A message is decoded from JSON at most once per connection layer stack: :func:`decoded`
 parses the text of a ``websocket.receive`` message on first use and keeps the result in the
 message itself, where every later layer and the endpoint find it.
+
+A client that stops reading cannot hold up the task that sends to it: when the server cannot
+take a message at once, :meth:`Connection.send` waits at most ``send_timeout`` seconds, then
+closes the connection with 1013 ``slow_consumer``.
 """
 
 from __future__ import annotations
@@ -20,20 +24,27 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
+from types import CoroutineType
 from typing import Any, Final
 
+import anyio
 import orjson
 from starlette.types import Message, Scope, Send
 
 from wsgate.errors import MessageError, Protocol, error_frame
-from wsgate.refusals import Refusal, close_message
+from wsgate.metrics import METRICS_KEY, ConnectionRecord
+from wsgate.refusals import SLOW_CONSUMER, Refusal, close_message
 
 __all__ = ["INVALID", "NOT_TEXT", "Connection", "decoded", "message_id"]
 
 logger = logging.getLogger("wsgate.connection")
 
 SCOPE_KEY: Final = "wsgate.connection"
+SEND_TIMEOUT_KEY: Final = "wsgate.send_timeout"
+"""The scope key a :class:`~wsgate.Gate` puts its ``send_timeout`` under, for the connection."""
+DEFAULT_SEND_TIMEOUT: Final = 10.0
+"""Seconds a send may wait for a client that is not reading, unless the scope says otherwise."""
 PARSED_KEY: Final = "wsgate.json"
 """Where :func:`decoded` keeps the parsed value in a ``websocket.receive`` message."""
 
@@ -101,6 +112,11 @@ class Connection:
         closed: True once a close went out, from the app or from the gate.
         close_code: The code of that close, or None.
         close_reason: The reason of that close, or None.
+        send_timeout: Seconds a send may wait for the client to read before the connection
+            is closed with 1013 ``slow_consumer``, or None to wait as long as it takes. Taken
+            from ``scope["wsgate.send_timeout"]`` (a Gate sets it), else 10.
+        record: The :class:`~wsgate.metrics.ConnectionRecord` the gate's metrics layer put in
+            ``scope["wsgate.metrics"]``, or None without one.
     """
 
     __slots__ = (
@@ -114,7 +130,9 @@ class Connection:
         "legacy",
         "opened_at",
         "protocol",
+        "record",
         "scope",
+        "send_timeout",
     )
 
     def __init__(self, scope: Scope, send: Send) -> None:
@@ -127,6 +145,10 @@ class Connection:
         self.closed = False
         self.close_code: int | None = None
         self.close_reason: str | None = None
+        self.send_timeout: float | None = scope.get(SEND_TIMEOUT_KEY, DEFAULT_SEND_TIMEOUT)
+        self.record: ConnectionRecord | None = scope.get(METRICS_KEY)
+        if self.record is not None:
+            self.record.connection = self
         self._send = send
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -150,7 +172,14 @@ class Connection:
         return self.scope.get("user")
 
     async def send(self, message: Message) -> None:
-        """Send an ASGI message, remembering accept and close; dropped once closed."""
+        """Send an ASGI message, remembering accept and close; dropped once closed.
+
+        When the server cannot take the message at once (the client stopped reading and the
+        socket's buffers are full), the send waits at most ``send_timeout`` seconds. Then the
+        message is dropped, the connection is closed with 1013 ``slow_consumer`` (the close
+        frame follows whatever the client has not read yet), and every later send is dropped
+        at once.
+        """
         if self.closed:
             return  # the gate closed the connection under the app; the app learns on receive
         kind = message["type"]
@@ -158,7 +187,48 @@ class Connection:
             self.accepted = True
         elif kind == "websocket.close":
             self._mark_closed(message.get("code", 1000), message.get("reason") or "")
-        await self._send(message)
+        sending = self._send(message)
+        if self.send_timeout is None or type(sending) is not CoroutineType:
+            await sending
+            return
+        # Run the server's send up to its first wait. Almost always it has written the frame
+        # and finished by then, and no timer was needed.
+        try:
+            waiting_on = sending.send(None)
+        except StopIteration:
+            return
+        await self._wait_for_client(sending, waiting_on, message)
+
+    async def _wait_for_client(
+        self, sending: CoroutineType[Any, Any, Any], waiting_on: Any, message: Message
+    ) -> None:
+        """Finish a send that waits for the client to read, within ``send_timeout``."""
+        try:
+            with anyio.fail_after(self.send_timeout):
+                await _resume(sending, waiting_on)
+            return
+        except TimeoutError:
+            pass
+        if message["type"] == "websocket.close":
+            retry = message  # the app's own close: deliver it when the client reads again
+        elif not self.closed:
+            logger.warning(
+                "closing connection %s with 1013 slow_consumer: the client read nothing for "
+                "send_timeout=%g s",
+                self.id,
+                self.send_timeout,
+            )
+            self._mark_closed(SLOW_CONSUMER.close_code, SLOW_CONSUMER.reason)
+            retry = close_message(SLOW_CONSUMER)
+        else:
+            return  # another send already timed out and closed the connection
+        # The close frame waits behind the unread data; the server takes it when the client
+        # reads again or goes away, and then tells the app through its receive.
+        self.spawn(self._deliver(retry))
+
+    async def _deliver(self, message: Message) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send(message)
 
     async def send_text(self, text: str) -> None:
         """Send a text frame from the gate itself (a ping, an error)."""
@@ -172,7 +242,11 @@ class Connection:
         message_id: Any = None,
         **extra: Any,
     ) -> None:
-        """Answer one message with an error frame in the client's shape; the connection stays."""
+        """Answer one message with an error frame in the client's shape; the connection stays.
+
+        The error is counted in the gate's metrics.
+        """
+        self.count_error(error)
         frame = error_frame(
             error,
             message,
@@ -184,6 +258,12 @@ class Connection:
         # A client that vanished gets nothing; the app learns it from its next receive.
         with contextlib.suppress(OSError):
             await self.send_text(frame)
+
+    def count_error(self, error: MessageError) -> None:
+        """Count a message refused or failed with ``error`` in the gate's metrics, for an
+        answer sent some other way than :meth:`send_error`."""
+        if self.record is not None:
+            self.record.error(error)
 
     async def close(self, refusal: Refusal) -> bool:
         """Close the connection with ``refusal``'s code and reason, once.
@@ -224,3 +304,37 @@ class Connection:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open" if self.accepted else "handshake"
         return f"<Connection {self.id} {self.scope.get('path', '')} {state}>"
+
+
+async def _resume(sending: CoroutineType[Any, Any, Any], waiting_on: Any) -> None:
+    """Finish a coroutine that was run by hand up to its first wait.
+
+    ``waiting_on`` is what it yielded for the event loop (an asyncio future, or None). The
+    task gets it as if the coroutine had yielded it itself, and whatever ends the wait (the
+    future's result, or a cancellation by the timeout) goes on to the coroutine.
+    """
+    while True:
+        try:
+            await _Yield(waiting_on)
+        except BaseException as exc:
+            try:
+                waiting_on = sending.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = sending.send(None)
+        except StopIteration:
+            return
+
+
+class _Yield:
+    """An awaitable that yields one value to the running task, as a coroutine's await does."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self.value

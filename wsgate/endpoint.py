@@ -410,6 +410,7 @@ class GatedEndpoint(WebSocketEndpoint):
             return reply
         except Exception:
             self._failures += 1
+            self.connection.count_error(INTERNAL_ERROR)
             logger.exception(
                 "%s failed on %s %r on connection %s",
                 type(self).__name__,

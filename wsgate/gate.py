@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard, TypeVar
 
 from starlette.routing import WebSocketRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wsgate._window import LocalStorage
 from wsgate.auth.base import Verifier
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.config import GateConfig
+from wsgate.connection import SEND_TIMEOUT_KEY
 from wsgate.endpoint import GatedEndpoint
 from wsgate.errors import Protocol
 from wsgate.exceptions import ConfigurationError
+from wsgate.metrics import Metrics, MetricsMiddleware, default_metrics
 from wsgate.middleware.auth import AuthMiddleware
 from wsgate.middleware.connections import ConnectionLimitMiddleware
 from wsgate.middleware.format import FormatMiddleware
@@ -26,7 +29,23 @@ from wsgate.registry import MemoryRegistry, Registry
 
 Layer = TypeVar("Layer")
 
+
+class _SendTimeout:
+    """Tells each connection the gate's ``send_timeout``, through its scope."""
+
+    def __init__(self, app: ASGIApp, *, send_timeout: float | None) -> None:
+        self.app = app
+        self.send_timeout = send_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SEND_TIMEOUT_KEY] = self.send_timeout
+        await self.app(scope, receive, send)
+
+
 _LAYER_TYPES = (
+    MetricsMiddleware,
+    _SendTimeout,
     OriginMiddleware,
     AuthMiddleware,
     ConnectionLimitMiddleware,
@@ -68,6 +87,9 @@ class Gate:
             variables. Defaults to a production config, which needs a key or an auth URL.
         verifier: Use this verifier instead of the one the config describes.
         registry: Use this connection registry instead of the one ``config.storage`` names.
+        metrics: Count in these metrics instead of the default, which is
+            :class:`~wsgate.metrics.PrometheusMetrics` with the ``prometheus`` extra and
+            ``metrics_path`` set, else :class:`~wsgate.metrics.Metrics` in memory.
 
     Example::
 
@@ -81,12 +103,19 @@ class Gate:
         *,
         verifier: Verifier | None = None,
         registry: Registry | None = None,
+        metrics: Metrics | None = None,
     ):
         self.config = config or GateConfig()
         self.verifier = verifier if verifier is not None else _verifier_from(self.config)
-        self.registry: Registry = registry if registry is not None else MemoryRegistry()
-        self.rate_storage = rate_storage(self.config.storage)
+        self.registry: Registry = registry if registry is not None else _registry_from(self.config)
+        # A Redis registry the gate built shares its connection pool with the rate limits.
+        pool = getattr(self.registry, "pool", None) if registry is None else None
+        self.rate_storage = rate_storage(self.config.storage, connection_pool=pool)
+        # Where rate limits are counted while a shared storage fails: in this process.
+        shared = not self.config.storage.startswith("memory://")
+        self.rate_fallback = LocalStorage() if shared else None
         self.endpoints: list[Endpoint] = []
+        self.metrics = metrics if metrics is not None else default_metrics(self.config)
         self._layers: list[object] = []
 
     @classmethod
@@ -144,6 +173,7 @@ class Gate:
                 strategy=config.rate_limit_strategy,
                 storage=self.rate_storage,
                 close_after=config.rate_limit_close_after,
+                fallback=self.rate_fallback,
             )
         app = HeartbeatMiddleware(
             app,
@@ -183,6 +213,8 @@ class Gate:
             allow_any_origin=config.allow_any_origin,
             environment=config.environment,
         )
+        app = _SendTimeout(app, send_timeout=config.send_timeout)
+        app = MetricsMiddleware(app, metrics=self.metrics, endpoint=path or "*")
         self._layers.extend(_chain(app))
         supported = None if subprotocols is None else tuple(subprotocols)
         self.endpoints.append(Endpoint(path, protocol, supported, bypass and config.is_development))
@@ -202,9 +234,20 @@ class Gate:
     async def backend_health(self) -> dict[str, Any]:
         """The state of the shared-state backend, for the health endpoint.
 
-        ``{"kind": "memory", "status": "ok"}`` for the in-process default.
+        ``{"kind": "memory", "status": "ok", "latency_ms": 0.0}`` for the in-process default;
+        for Redis, ``{"kind": "redis", "status": "ok" | "down", "latency_ms": ...}`` from one
+        PING (``latency_ms`` is None when it did not answer).
         """
-        return {"kind": "memory", "status": "ok"}
+        health = getattr(self.registry, "health", None)
+        if health is not None:
+            result: dict[str, Any] = await health()
+            return result
+        return {"kind": "memory", "status": "ok", "latency_ms": 0.0}
+
+    def stats(self) -> dict[str, Any]:
+        """The gate's counters and gauges in this process, as a dict: totals, and per
+        endpoint. See :meth:`wsgate.metrics.Metrics.stats`."""
+        return self.metrics.stats()
 
     async def aclose(self) -> None:
         """Release what the gate holds (the auth service client, backends). Call it at
@@ -213,6 +256,7 @@ class Gate:
         if aclose is not None:
             await aclose()
         await self.registry.aclose()
+        self.metrics.close()
 
 
 def _chain(app: object) -> Iterator[object]:
@@ -224,6 +268,15 @@ def _chain(app: object) -> Iterator[object]:
 
 def _is_gated_endpoint(app: ASGIApp) -> TypeGuard[type[GatedEndpoint]]:
     return isinstance(app, type) and issubclass(app, GatedEndpoint)
+
+
+def _registry_from(config: GateConfig) -> Registry:
+    """The connection registry ``config.storage`` names: this process's memory, or Redis."""
+    if config.storage.startswith("memory://"):
+        return MemoryRegistry()
+    from wsgate.backends.redis import RedisRegistry
+
+    return RedisRegistry(config.storage, ttl=config.registry_ttl, policy=config.backend_policy)
 
 
 def _verifier_from(config: GateConfig) -> Verifier | None:

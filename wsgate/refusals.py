@@ -34,6 +34,7 @@ __all__ = [
     "MESSAGE_TOO_LARGE",
     "ORIGIN_NOT_ALLOWED",
     "RATE_LIMIT_ABUSE",
+    "SLOW_CONSUMER",
     "SUBPROTOCOL_REQUIRED",
     "TOKEN_EXPIRED",
     "USER_MISMATCH",
@@ -143,6 +144,14 @@ IDLE_TIMEOUT = Refusal(
 MAX_LIFETIME = Refusal(
     "max_lifetime", 4002, None, False, "The connection reached max_lifetime; reconnect."
 )
+SLOW_CONSUMER = Refusal(
+    "slow_consumer",
+    1013,
+    None,
+    False,
+    "The client stopped reading: a message waited send_timeout seconds for it to make room. "
+    "The close frame comes after the messages it had not read.",
+)
 
 CLOSE_CODES: tuple[Refusal, ...] = (
     ORIGIN_NOT_ALLOWED,
@@ -160,6 +169,7 @@ CLOSE_CODES: tuple[Refusal, ...] = (
     HEARTBEAT_TIMEOUT,
     IDLE_TIMEOUT,
     MAX_LIFETIME,
+    SLOW_CONSUMER,
 )
 
 
@@ -176,8 +186,12 @@ async def refuse(
     *,
     before_accept: bool = False,
     subprotocol: str | None = None,
+    detail: str = "",
 ) -> None:
     """Refuse a connection that is still in its handshake. The app is never called.
+
+    The refusal is counted in the gate's metrics and logged, in one line to the
+    ``wsgate.access`` logger (see :func:`wsgate.metrics.report_refusal`).
 
     Args:
         refusal: The row of the close-code table to answer with.
@@ -185,12 +199,24 @@ async def refuse(
             marked ``handshake_only`` are always answered this way.
         subprotocol: The subprotocol to echo in the accept, so browsers complete the
             handshake and can read the close reason.
+        detail: Why, for the log line only; never a token.
     """
+    # Imported here: wsgate.metrics imports wsgate.exceptions, which imports this module.
+    from wsgate.metrics import report_refusal
+
+    denied = refusal.handshake_only or (before_accept and refusal.http_status is not None)
+    if not denied:
+        close_code, status = refusal.close_code, None
+    elif DENIAL_EXTENSION in scope.get("extensions", {}):
+        close_code, status = None, refusal.http_status or 403
+    else:
+        close_code, status = None, 403  # what the server answers without the extension
+    report_refusal(scope, refusal.reason, close_code=close_code, http_status=status, detail=detail)
     message = await receive()
     if message["type"] != "websocket.connect":
         return  # the client left during the handshake: nobody to answer
     try:
-        if refusal.handshake_only or (before_accept and refusal.http_status is not None):
+        if denied:
             await _deny(scope, send, refusal)
         else:
             await send({"type": "websocket.accept", "subprotocol": subprotocol})

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from examples.app import create_app
 from tests.conftest import ALLOWED_ORIGIN, SECRET, IntrospectionService, example_config
 from wsgate import (
+    CLOSE_CODES,
     ConfigurationError,
     Connection,
     Environment,
@@ -974,3 +976,123 @@ class TestWebSocketResourceManagement:
         # connections' worth (each of which costs tens of kilobytes while open).
         assert after - before < 2 * 1024 * 1024, f"{(after - before) / 1024:.0f} KiB retained"
         assert not [obj for obj in gc.get_objects() if isinstance(obj, Connection)]
+
+
+class TestWebSocketServiceDiscovery:
+    async def test_websocket_config_endpoint(
+        self, prod_server: LiveServer, tokens: TokenFactory
+    ) -> None:
+        async with httpx.AsyncClient(base_url=prod_server.url) as http:
+            response = await http.get("/ws/config", headers={"Origin": ALLOWED_ORIGIN})
+            etag = response.headers["etag"]
+            cached = await http.get("/ws/config", headers={"If-None-Match": etag})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+        assert cached.status_code == 304
+        config = response.json()
+        endpoints = {endpoint["path"]: endpoint for endpoint in config["endpoints"]}
+        assert set(endpoints) == {
+            "/ws",
+            "/ws/secure",
+            "/ws/mcp",
+            "/ws/v1/{user_id}",
+            "/ws/{user_id}",
+        }
+        assert endpoints["/ws/mcp"] == {
+            "path": "/ws/mcp",
+            "format": "jsonrpc",
+            "accepts": ["jsonrpc"],
+            "subprotocols": ["mcp"],
+            "auth_required": True,
+        }
+        assert endpoints["/ws"]["accepts"] == ["json", "legacy"]
+        assert config["auth"]["methods"] == ["header", "subprotocol"]
+        assert config["auth"]["subprotocol_prefixes"] == ["base64url.bearer."]
+        limits = config["limits"]
+        assert (limits["max_message_bytes"], limits["rate_limit"]) == (8192, "600/minute")
+        assert limits["max_connections_per_user"] == 3
+        assert (config["heartbeat"]["interval"], config["heartbeat"]["timeout"]) == (45, 20)
+        assert [(row["code"], row["reason"]) for row in config["close_codes"]] == [
+            (row.close_code, row.reason) for row in CLOSE_CODES
+        ]
+
+        # What it publishes is what the gate does: a client that follows it gets in, and a
+        # message over the published size gets the published error.
+        mcp = endpoints["/ws/mcp"]
+        async with WSClient(
+            prod_server.ws(mcp["path"]),
+            origin=ALLOWED_ORIGIN,
+            subprotocols=mcp["subprotocols"],
+            token=tokens.valid(new_user()),
+            token_via="subprotocol",
+            subprotocol_prefix=config["auth"]["subprotocol_prefixes"][0],
+        ) as ws:
+            assert ws.subprotocol == "mcp"
+            await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+            assert (await ws.receive_json())["result"]["tools"][0]["name"] == "echo"
+            await ws.send_text("x" * (limits["max_message_bytes"] + 1))
+            error = (await ws.receive_json())["error"]
+            assert error["data"] == {"reason": "message_too_large", "limit": 8192}
+
+    async def test_secure_websocket_config_endpoint(
+        self, prod_server: LiveServer, dev_server: LiveServer, tokens: TokenFactory
+    ) -> None:
+        bearer = {"Authorization": f"Bearer {tokens.valid(new_user())}"}
+        async with httpx.AsyncClient(base_url=prod_server.url) as http:
+            anonymous = await http.get("/ws/secure/config")
+            expired = await http.get(
+                "/ws/secure/config", headers={"Authorization": f"Bearer {tokens.expired()}"}
+            )
+            response = await http.get("/ws/secure/config", headers=bearer)
+            etag = response.headers["etag"]
+            cached = await http.get("/ws/secure/config", headers={**bearer, "If-None-Match": etag})
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == 'Bearer error="auth_required"'
+        assert (expired.status_code, expired.json()["error"]) == (401, "token_expired")
+        assert response.status_code == 200
+        assert cached.status_code == 304
+        production = response.json()
+        assert SECRET not in response.text
+        assert production["environment"] == "production"
+        assert production["dev_bypass"] is False
+        assert not any(endpoint["dev_bypass"] for endpoint in production["endpoints"])
+        assert production["auth"]["algorithms"] == ["HS256"]
+        assert production["auth"]["required_claims"] == ["sub", "exp"]
+        assert production["origins"]["count"] == 1
+        assert production["origins"]["allow_any"] is False
+        assert production["storage"]["kind"] == "memory"
+        assert production["limits"]["max_message_bytes"] == 8192
+
+        async with httpx.AsyncClient(base_url=dev_server.url) as http:
+            development = (await http.get("/ws/secure/config", headers=bearer)).json()
+        assert development["environment"] == "development"
+        assert development["dev_bypass"] is True
+        bypass = {endpoint["path"]: endpoint["dev_bypass"] for endpoint in development["endpoints"]}
+        assert bypass["/ws"] is True
+        assert bypass["/ws/secure"] is False
+
+    async def test_websocket_health_endpoint(
+        self, prod_server: LiveServer, tokens: TokenFactory
+    ) -> None:
+        async def health() -> dict[str, Any]:
+            async with httpx.AsyncClient(base_url=prod_server.url) as http:
+                response = await http.get("/ws/secure/health")
+            assert response.status_code == 200
+            assert response.headers["cache-control"] == "no-store"
+            document: dict[str, Any] = response.json()
+            return document
+
+        before = await health()
+        assert before["status"] == "ok"
+        assert before["backend"]["kind"] == "memory"
+        assert before["backend"]["status"] == "ok"
+        assert before["uptime"] > 0
+        async with WSClient(prod_server.ws("/ws"), token=tokens.valid(new_user())) as ws:
+            await ws.send_json({"type": "echo", "payload": "ping"})
+            await ws.expect("echo")
+            during = await health()
+            assert during["connections"] >= 1
+            summary = during["metrics"]
+            assert summary["connections_opened"] > before["metrics"]["connections_opened"]
+            assert summary["messages_received"] > before["metrics"]["messages_received"]
+            assert during["uptime"] >= before["uptime"]

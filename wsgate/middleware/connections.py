@@ -14,6 +14,7 @@ from typing import Any, Final
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
+from wsgate.backends import BackendUnavailable
 from wsgate.connection import Connection
 from wsgate.exceptions import ConfigurationError
 from wsgate.registry import POLICIES, MemoryRegistry, Policy, Registry
@@ -75,6 +76,11 @@ class ConnectionLimitMiddleware:
                 f"not {registry!r}."
             )
         self.registry = registry
+        # A registry shared by several processes hands this one the evictions that another
+        # process decided, for the connections held here.
+        on_eviction = getattr(registry, "on_eviction", None)
+        if callable(on_eviction):
+            on_eviction(self.evict)
         if key is not None and not callable(key):
             raise ConfigurationError(
                 f"key must be a function of the scope that returns a string, not {key!r}."
@@ -101,6 +107,11 @@ class ConnectionLimitMiddleware:
                 admission = await registry.add(
                     key, connection.id, limit=self.max_per_user, policy=self.policy
                 )
+            except BackendUnavailable as exc:
+                # fail_closed: the new connection cannot be counted, so it does not stay.
+                await connection.close(exc.refusal)
+                logger.info("closed new connection %s of %s: %s", connection.id, key, exc)
+                return
             except Exception as exc:
                 logger.warning(
                     "the connection registry failed (%s: %s); %s is let in uncounted",
@@ -184,4 +195,6 @@ class ConnectionLimitMiddleware:
         if connection is None or connection.closed or not connection.accepted:
             return False
         connection.close_soon(refusals.CONNECTION_LIMIT)
+        if connection.record is not None:
+            connection.record.evicted()
         return True

@@ -262,6 +262,7 @@ class FormatMiddleware:
                 valid.append(entry)
                 continue
             error, text = problem
+            connection.count_error(error)
             extra = {"detail": _RPC_SHAPE} if self._with_detail(error) else None
             rejected.append(
                 error_object(

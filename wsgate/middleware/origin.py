@@ -20,6 +20,8 @@ from wsgate.exceptions import ConfigurationError
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _SCHEMES = frozenset(_DEFAULT_PORTS)
+# What a browser serialises as a host: dot-separated DNS labels (or an IPv4 address).
+_HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 
 
 class OriginMiddleware:
@@ -133,6 +135,12 @@ def normalise_origin(raw: bytes) -> str | None:
         return None
     if ":" in host:
         host = f"[{host}]"  # IPv6 literal
+    elif not _HOSTNAME.fullmatch(host):
+        return None  # a space, a percent sign, a backslash: not a host a browser sends
+    # urlsplit skips whatever follows an IPv6 literal's "]" up to the port: refuse it.
+    rest = parts.netloc.lower().removeprefix(host)
+    if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+        return None
     if port is None or port == _DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"

@@ -45,9 +45,11 @@ _WARNING_PERIOD: Final = 60.0
 """Seconds between two warnings about a failing storage."""
 _RETRY_STEP: Final = 0.1
 """``retry_after`` is rounded up to this many seconds, and is never less."""
+_STORAGE_RETRY: Final = 1.0
+"""Seconds between two attempts to use a storage that failed."""
 
 
-def rate_storage(uri: str) -> Storage | LocalStorage:
+def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalStorage:
     """The storage for ``uri``: windows in this process for ``memory://``, else ``limits``'.
 
     In one process, ``limits``' own memory storage costs 8-12 µs a message; the in-process
@@ -57,7 +59,12 @@ def rate_storage(uri: str) -> Storage | LocalStorage:
     Accepts what users write, ``memory://``, ``redis://host:6379/0``, ``rediss://...`` or
     ``unix:///path/redis.sock``, as well as the ``limits`` spelling (``async+redis://...``).
     Redis needs the ``redis`` package (``pip install 'wsgate[redis]'``); no connection is
-    made until the first message.
+    made until the first message. A Redis command gives up after a couple of seconds rather
+    than hold messages up (see :func:`wsgate.backends.redis.connection_pool`).
+
+    Args:
+        connection_pool: A redis-py asyncio connection pool to share, such as a
+            :class:`~wsgate.backends.redis.RedisRegistry`'s; by default Redis gets its own.
 
     Raises:
         ConfigurationError: for an unknown scheme or a missing Redis client.
@@ -76,6 +83,12 @@ def rate_storage(uri: str) -> Storage | LocalStorage:
                 f"storage {shown!r} needs the Redis client: pip install 'wsgate[redis]'."
             )
         options["implementation"] = "redispy"  # the client the wsgate[redis] extra installs
+        if connection_pool is None:
+            from wsgate.backends.redis import connection_pool as redis_pool
+
+            client_scheme = "unix" if scheme == "redis+unix" else scheme
+            connection_pool = redis_pool(f"{client_scheme}{colon}{rest}")
+        options["connection_pool"] = connection_pool
     try:
         storage = storage_from_string(f"async+{scheme}{colon}{rest}", **options)
     except LimitsConfigurationError:
@@ -97,8 +110,9 @@ class RateLimitMiddleware:
     user's connections draw from one budget. Connections without a user, and the
     development bypass user, are counted per client IP address. ``key`` replaces that choice.
 
-    A storage failure (Redis down) never breaks a connection: messages pass unlimited while
-    it lasts, and a warning is logged at most once a minute.
+    A storage failure (Redis down) never breaks a connection: while it lasts, messages are
+    counted in ``fallback``, or pass unlimited without one, and a warning is logged at most
+    once a minute. The storage is tried again every second, and takes over by itself.
 
     Args:
         app: The ASGI app to protect.
@@ -113,6 +127,10 @@ class RateLimitMiddleware:
         close_after: Close the connection with 1008 ``rate_limit_abuse`` after this many
             refused messages in a row (a message that passes resets the count), or None
             (the default) to never close.
+        fallback: Where to count while a shared ``storage`` fails: ``"memory://"`` (or a
+            storage from :func:`rate_storage`) keeps the limit in each process; None (the
+            default) lets messages pass unlimited. A :class:`~wsgate.Gate` on Redis falls
+            back to memory.
     """
 
     def __init__(
@@ -124,6 +142,7 @@ class RateLimitMiddleware:
         storage: str | Storage | LocalStorage = "memory://",
         key: Callable[[Scope], str] | None = None,
         close_after: int | None = None,
+        fallback: str | LocalStorage | None = None,
     ) -> None:
         self.app = app
         self.rate = rate
@@ -162,6 +181,20 @@ class RateLimitMiddleware:
         self.explanation = f"Over the rate limit of {rate}; the message was dropped."
         self._failures = 0
         self._warned_at = -math.inf
+        if fallback == "memory://":
+            fallback = LocalStorage()
+        elif fallback is not None and not isinstance(fallback, LocalStorage):
+            raise ConfigurationError(
+                f"fallback must be 'memory://', rate_storage('memory://') or None, not "
+                f"{fallback!r}."
+            )
+        self.fallback: LocalWindow | None = (
+            None
+            if fallback is None
+            else fallback.window(strategy, self.item.amount, self.item.get_expiry())
+        )
+        # While the storage fails: when to try it again (0.0 while it works).
+        self._retry_at = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -183,12 +216,13 @@ class RateLimitMiddleware:
                     return message
                 if local is not None:
                     allowed = local.hit(key)  # in process: synchronous, atomic, cheap
+                elif self._retry_at:
+                    allowed = await self._hit_while_failing(key)
                 else:
                     try:
                         allowed = await hit(item, key)
                     except Exception as exc:
-                        self._storage_failed(exc)
-                        allowed = True
+                        allowed = self._storage_down(exc, key)
                 if allowed:
                     refused = 0
                     return message
@@ -219,11 +253,34 @@ class RateLimitMiddleware:
         client = scope.get("client")
         return f"{_KEY_PREFIX}ip:{client[0] if client else 'unknown'}"
 
+    async def _hit_while_failing(self, key: str) -> bool:
+        """A hit while the storage fails: the storage is tried again once a second."""
+        if time.monotonic() < self._retry_at:
+            return self._fallback_hit(key)
+        try:
+            allowed = await self.limiter.hit(self.item, key)
+        except Exception as exc:
+            return self._storage_down(exc, key)
+        self._retry_at = 0.0
+        self._warned_at = -math.inf
+        logger.warning("the rate-limit storage answers again; budgets are shared again")
+        return allowed
+
+    def _storage_down(self, exc: Exception, key: str) -> bool:
+        self._storage_failed(exc)
+        self._retry_at = time.monotonic() + _STORAGE_RETRY
+        return self._fallback_hit(key)
+
+    def _fallback_hit(self, key: str) -> bool:
+        return True if self.fallback is None else self.fallback.hit(key)
+
     async def _retry_after(self, key: str) -> float:
         """Seconds until the budget has room again, rounded up to a tenth of a second."""
         window = self.item.get_expiry()
         if self.local is not None:
             return _rounded_up(min(self.local.retry_after(key), window))
+        if self._retry_at and self.fallback is not None:
+            return _rounded_up(min(self.fallback.retry_after(key), window))
         try:
             stats = await self.limiter.get_window_stats(self.item, key)
             # Never beyond one window, whatever the storage server's clock says.
@@ -239,11 +296,12 @@ class RateLimitMiddleware:
         if now - self._warned_at < _WARNING_PERIOD:
             return
         logger.warning(
-            "the rate-limit storage failed %d time(s) (last: %s: %s); messages pass unlimited "
-            "until it answers again",
+            "the rate-limit storage failed %d time(s) (last: %s: %s); messages %s until it "
+            "answers again",
             self._failures,
             type(exc).__name__,
             exc,
+            "pass unlimited" if self.fallback is None else "are limited in each process",
         )
         self._failures = 0
         self._warned_at = now
