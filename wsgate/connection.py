@@ -24,7 +24,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Final
 
@@ -94,6 +94,19 @@ def message_id(value: Any) -> str | int | None:
         if isinstance(candidate, (str, int)) and not isinstance(candidate, bool):
             return candidate
     return None
+
+
+def identity_key(scope: Scope, prefix: str, key: Callable[[Scope], str] | None = None) -> str:
+    """Whose a connection is, for per-user limits: ``key(scope)`` when given, else the
+    authenticated user (not the dev bypass user), else the client address; namespaced by
+    kind so that user ids and addresses never collide."""
+    if key is not None:
+        return f"{prefix}key:{key(scope)}"
+    user: Any = scope.get("user")
+    if getattr(user, "is_authenticated", False) and not getattr(user, "is_dev", False):
+        return f"{prefix}user:{user.identity}"
+    client = scope.get("client")
+    return f"{prefix}ip:{client[0] if client else 'unknown'}"
 
 
 _ids = itertools.count(1)

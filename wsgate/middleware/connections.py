@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
 from wsgate.backends import BackendUnavailable
-from wsgate.connection import Connection
+from wsgate.connection import Connection, identity_key
 from wsgate.exceptions import ConfigurationError
 from wsgate.registry import POLICIES, MemoryRegistry, Policy, Registry
 
@@ -173,13 +173,7 @@ class ConnectionLimitMiddleware:
 
     def key_of(self, scope: Scope) -> str:
         """The registry key a connection is counted under, namespaced by kind."""
-        if self.key is not None:
-            return f"{_KEY_PREFIX}key:{self.key(scope)}"
-        user: Any = scope.get("user")
-        if getattr(user, "is_authenticated", False) and not getattr(user, "is_dev", False):
-            return f"{_KEY_PREFIX}user:{user.identity}"
-        client = scope.get("client")
-        return f"{_KEY_PREFIX}ip:{client[0] if client else 'unknown'}"
+        return identity_key(scope, _KEY_PREFIX, self.key)
 
     def evict(self, connection_id: str) -> bool:
         """Close a connection of this process with 4008 ``connection_limit``.

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
 from wsgate._window import LocalStorage, LocalWindow
-from wsgate.connection import Connection, decoded, message_id
+from wsgate.connection import Connection, decoded, identity_key, message_id
 from wsgate.errors import RATE_LIMITED
 from wsgate.exceptions import ConfigurationError
 
@@ -245,13 +245,7 @@ class RateLimitMiddleware:
 
     def key_of(self, scope: Scope) -> str:
         """The name of the budget a connection draws from, namespaced by kind."""
-        if self.key is not None:
-            return f"{_KEY_PREFIX}key:{self.key(scope)}"
-        user: Any = scope.get("user")
-        if getattr(user, "is_authenticated", False) and not getattr(user, "is_dev", False):
-            return f"{_KEY_PREFIX}user:{user.identity}"
-        client = scope.get("client")
-        return f"{_KEY_PREFIX}ip:{client[0] if client else 'unknown'}"
+        return identity_key(scope, _KEY_PREFIX, self.key)
 
     async def _hit_while_failing(self, key: str) -> bool:
         """A hit while the storage fails: the storage is tried again once a second."""
