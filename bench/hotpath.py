@@ -71,6 +71,7 @@ async def run(app_name: str, count: int) -> float:
             raise RuntimeError(f"{app_name} closed the connection: {message}")
 
     queue.put_nowait({"type": "websocket.connect"})
+
     async def serve() -> None:
         await app(_scope(), receive, send)  # an endpoint class is awaitable, not a coroutine
 
@@ -108,5 +109,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
