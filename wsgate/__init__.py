@@ -6,8 +6,10 @@ from wsgate.auth.base import GateUser, Identity, Verifier
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, encode_subprotocol
+from wsgate.backends import BackendUnavailable
 from wsgate.config import GateConfig
 from wsgate.connection import Connection
+from wsgate.discovery import discovery_routes
 from wsgate.endpoint import ErrorReply, GatedEndpoint, InvalidParams, rpc_method
 from wsgate.errors import MESSAGE_ERRORS, MessageError
 from wsgate.exceptions import (
@@ -19,6 +21,7 @@ from wsgate.exceptions import (
     WSGateError,
 )
 from wsgate.gate import Endpoint, Gate
+from wsgate.metrics import Metrics, MetricsMiddleware, PrometheusMetrics
 from wsgate.middleware.auth import AuthMiddleware
 from wsgate.middleware.connections import ConnectionLimitMiddleware
 from wsgate.middleware.format import FormatMiddleware
@@ -36,6 +39,7 @@ __all__ = [
     "AuthMiddleware",
     "AuthUnavailable",
     "AuthenticationError",
+    "BackendUnavailable",
     "ConfigurationError",
     "Connection",
     "ConnectionLimitMiddleware",
@@ -55,7 +59,10 @@ __all__ = [
     "MemoryRegistry",
     "MessageError",
     "MessageSizeMiddleware",
+    "Metrics",
+    "MetricsMiddleware",
     "OriginMiddleware",
+    "PrometheusMetrics",
     "RateLimitMiddleware",
     "Refusal",
     "Registry",
@@ -64,6 +71,7 @@ __all__ = [
     "Verifier",
     "WSGateError",
     "__version__",
+    "discovery_routes",
     "encode_subprotocol",
     "rpc_method",
 ]

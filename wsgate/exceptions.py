@@ -4,14 +4,21 @@ Every exception wsgate raises on purpose derives from :class:`WSGateError`::
 
     WSGateError
      ├── ConfigurationError        a bad option, raised once at construction
-     └── AuthenticationError       a token was not accepted (carries its Refusal)
-          ├── InvalidToken         close 1008 "invalid_token"
-          ├── TokenExpired         close 1008 "token_expired"
-          └── AuthUnavailable      close 1013 "auth_unavailable"
+     ├── AuthenticationError       a token was not accepted (carries its Refusal)
+     │    ├── InvalidToken         close 1008 "invalid_token"
+     │    ├── TokenExpired         close 1008 "token_expired"
+     │    └── AuthUnavailable      close 1013 "auth_unavailable"
+     ├── BackendUnavailable        close 1013 "backend_unavailable" (wsgate.backends)
+     └── ErrorReply                an error frame in answer to one message (wsgate.endpoint)
+          └── InvalidParams        error frame "invalid_params"
 
 Verifiers raise the ``AuthenticationError`` subclasses; the auth middleware turns them into
 the close code and reason from :mod:`wsgate.refusals`. Their messages are for server logs and
-never reach a client.
+never reach a client. A shared registry raises ``BackendUnavailable`` when it cannot be
+reached and its policy is ``fail_closed``; the connection-limit layer closes the new
+connection with its refusal. Handlers of a :class:`~wsgate.GatedEndpoint` raise
+``ErrorReply`` (or ``InvalidParams``) to answer a message with an error frame; its message
+does reach the client, and the connection stays open.
 """
 
 from __future__ import annotations
