@@ -15,6 +15,7 @@ help:
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS seconds (default 60)"
 	@echo "make docs       build the docs into site/"
 	@echo "make bench      measure the gate against a bare endpoint; writes bench/results/"
+	@echo "make bench-smoke the same with tiny counts, to check that it runs (CI)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
