@@ -8,10 +8,12 @@ uvicorn serves ``bench.apps:create`` with ``--factory``; ``WSGATE_BENCH_APP`` na
   connection limit, size, heartbeat, rate limit, format);
 * ``gate-redis``: the full gate with ``WSGATE_STORAGE`` pointing at Redis;
 * one name per middleware alone (``origin``, ``auth``, ``connections``, ``size``,
-  ``heartbeat``, ``ratelimit``, ``format``), for the breakdown.
+  ``heartbeat``, ``ratelimit``, ``format``), for the breakdown;
+* the peers of :mod:`bench.peers` (``channels``, ``socketio``), each at its own path.
 
-Every app also answers ``GET /_bench/tasks`` with the number of asyncio tasks in the server,
-which the load generator reads to count tasks per idle connection.
+Every app sits behind the same Starlette router, which also answers ``GET /_bench/tasks`` with
+the number of asyncio tasks in the server; ``bench.run`` reads it to count tasks per idle
+connection.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ from starlette.applications import Starlette
 from starlette.endpoints import WebSocketEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
+# The origin and secret every client presents are defined by the load generator, which starts
+# several times per app and must stay cheap to import; the servers take them from there.
+from bench.load import ORIGIN as ORIGIN
+from bench.load import SECRET as SECRET
+from bench.peers import PEERS
 from wsgate import (
     AuthMiddleware,
     ConnectionLimitMiddleware,
@@ -41,8 +48,6 @@ from wsgate import (
     RateLimitMiddleware,
 )
 
-SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
-ORIGIN = "http://bench.example"
 # A rate the load never reaches: the limiter's cost is measured, not its refusals.
 UNREACHED_RATE = "100000000/minute"
 
@@ -89,6 +94,7 @@ APPS: dict[str, Callable[[], ASGIApp]] = {
 
 
 def create() -> Starlette:
-    """The app ``WSGATE_BENCH_APP`` names, mounted at ``/ws``."""
+    """The app ``WSGATE_BENCH_APP`` names: at ``/ws``, or at a peer's own path."""
     name = os.environ.get("WSGATE_BENCH_APP", "bare")
-    return Starlette(routes=[WebSocketRoute("/ws", APPS[name]()), Route("/_bench/tasks", tasks)])
+    route: BaseRoute = PEERS[name].route() if name in PEERS else WebSocketRoute("/ws", APPS[name]())
+    return Starlette(routes=[route, Route("/_bench/tasks", tasks)])

@@ -1,6 +1,7 @@
 """Run the benchmark suite and write the table: ``make bench`` (``make bench-smoke`` in CI).
 
-For each app of :mod:`bench.apps`, a uvicorn server (one worker, ``websockets-sansio``,
+For each app of :mod:`bench.apps` (the peers of :mod:`bench.peers` among them, when their
+packages are installed), a uvicorn server (one worker, ``websockets-sansio``,
 uvloop, httptools) is started on a free 127.0.0.1 port, pinned to core 0, and the load
 generator (:mod:`bench.load`) runs in another process pinned to core 1. Every figure is the
 median of ``--runs`` runs and is reported as a ratio against the bare endpoint measured in the
@@ -30,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.peers import PEERS, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -142,6 +145,13 @@ def _tasks(port: int) -> int:
         return count
 
 
+def _address(app: str, port: int) -> tuple[str, str]:
+    """The URL the load generator opens for ``app``, and the protocol it speaks there."""
+    if app in PEERS:
+        return f"ws://127.0.0.1:{port}{PEERS[app].path}", PEERS[app].protocol
+    return f"ws://127.0.0.1:{port}/ws", "plain"
+
+
 def _load(*args: str) -> dict[str, Any]:
     command = [*_pinned(1), sys.executable, "-m", "bench.load", *args]
     done = subprocess.run(
@@ -154,11 +164,12 @@ def _load(*args: str) -> dict[str, Any]:
 def measure(app: str, env: dict[str, str], sizes: Sizes, figures: Figures) -> None:
     """One run of every figure against ``app``."""
     with serve(app, env) as (port, pid):
-        url = f"ws://127.0.0.1:{port}/ws"
+        url, protocol = _address(app, port)
+        target = [f"--url={url}", f"--protocol={protocol}"]
         for connections, name in [(50, "echo_50"), (1, "echo_1")]:
             cpu = _cpu_seconds(pid)
             result = _load(
-                "echo", f"--url={url}", f"--connections={connections}", f"--seconds={sizes.seconds}"
+                "echo", *target, f"--connections={connections}", f"--seconds={sizes.seconds}"
             )
             figures.add(name, result["per_second"])
             figures.add(f"{name}_p50_ms", result["p50_ms"])
@@ -167,18 +178,18 @@ def measure(app: str, env: dict[str, str], sizes: Sizes, figures: Figures) -> No
         for concurrency, name in [(1, "handshakes_seq"), (16, "handshakes_16")]:
             cpu = _cpu_seconds(pid)
             result = _load(
-                "handshakes", f"--url={url}", f"--count={sizes.handshakes}",
+                "handshakes", *target, f"--count={sizes.handshakes}",
                 f"--concurrency={concurrency}",
             )  # fmt: skip
             figures.add(name, result["per_second"])
             figures.add(f"{name}_cpu_us", 1e6 * (_cpu_seconds(pid) - cpu) / result["handshakes"])
-        _idle(url, port, pid, sizes.idle, figures)
+        _idle(target, port, pid, sizes.idle, figures)
 
 
-def _idle(url: str, port: int, pid: int, count: int, figures: Figures) -> None:
+def _idle(target: list[str], port: int, pid: int, count: int, figures: Figures) -> None:
     rss, tasks = _rss_kib(pid), _tasks(port)
     client = subprocess.Popen(
-        [*_pinned(1), sys.executable, "-m", "bench.load", "idle", f"--url={url}",
+        [*_pinned(1), sys.executable, "-m", "bench.load", "idle", *target,
          f"--connections={count}"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -304,7 +315,7 @@ def plot(results: dict[str, Figures], path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", default="bare,gate,gate-redis,origin,auth,connections,size,"
-                        "heartbeat,ratelimit,format")  # fmt: skip
+                        "heartbeat,ratelimit,format,channels,socketio")  # fmt: skip
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--smoke", action="store_true", help="tiny counts: check it works")
@@ -316,6 +327,12 @@ def main() -> None:
     apps = [app.strip() for app in args.apps.split(",") if app.strip()]
     if "bare" not in apps:
         apps.insert(0, "bare")
+    for peer in [app for app in apps if app in PEERS]:
+        absent = missing(peer)
+        if absent:
+            print(f"{', '.join(absent)} not installed: skipping {peer} "
+                  "(pip install -e '.[bench]')", file=sys.stderr)  # fmt: skip
+            apps.remove(peer)
     results: dict[str, Figures] = {app: Figures() for app in apps}
     with redis_server() as redis_url:
         env = {"WSGATE_BENCH_REDIS_URL": redis_url} if redis_url else {}
