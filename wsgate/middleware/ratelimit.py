@@ -11,7 +11,8 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final, cast
 
 from limits.aio.storage import MemoryStorage, Storage
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
 from wsgate._window import LocalStorage, LocalWindow
+from wsgate.backends._ratebatch import RedisHits
 from wsgate.connection import Connection, decoded, identity_key, message_id
 from wsgate.errors import RATE_LIMITED
 from wsgate.exceptions import ConfigurationError
@@ -53,8 +55,10 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
     """The storage for ``uri``: windows in this process for ``memory://``, else ``limits``'.
 
     In one process, ``limits``' own memory storage costs 8-12 µs a message; the in-process
-    windows (:mod:`wsgate._window`) give the same answers in well under one. A shared
-    storage goes through ``limits``' async API.
+    windows (:mod:`wsgate._window`) give the same answers in well under one. On ``limits``'
+    Redis storage, the middleware sends the hits made together in one pipeline, with the
+    scripts and keys of ``limits``' own strategies; any other storage goes through
+    ``limits``' async API, a call per message.
 
     Accepts what users write, ``memory://``, ``redis://host:6379/0``, ``rediss://...`` or
     ``unix:///path/redis.sock``, as well as the ``limits`` spelling (``async+redis://...``).
@@ -109,6 +113,12 @@ class RateLimitMiddleware:
     The budget belongs to the authenticated user (``scope["user"].identity``), so all of a
     user's connections draw from one budget. Connections without a user, and the
     development bypass user, are counted per client IP address. ``key`` replaces that choice.
+
+    On Redis, messages that arrive together are counted together: the hits of one
+    event-loop turn, or all those made while the previous batch was out, go in one pipeline
+    (at most one Redis round trip per message, usually one per loop turn for all of them),
+    with the scripts and keys of ``limits``' own strategies, so that other ``limits`` users
+    of that Redis share the budgets.
 
     A storage failure (Redis down) never breaks a connection: while it lasts, messages are
     counted in ``fallback``, or pass unlimited without one, and a warning is logged at most
@@ -170,6 +180,8 @@ class RateLimitMiddleware:
                 f"strategy {strategy!r} does not work with {type(storage).__name__}; use "
                 "'fixed-window', or a memory or Redis storage."
             ) from None
+        # Hits on limits' Redis storage go in pipelines; any other storage, through limits.
+        self.batch = None if self.local is not None else RedisHits.of(self.limiter, self.item)
         if key is not None and not callable(key):
             raise ConfigurationError(
                 f"key must be a function of the scope that returns a string, not {key!r}."
@@ -202,8 +214,11 @@ class RateLimitMiddleware:
             return
         connection, send = Connection.of(scope, send)
         key = self.key_of(scope)
-        item = self.item
-        hit = self.limiter.hit
+        hit: Callable[[], Awaitable[bool]]
+        if self.batch is not None:
+            hit = partial(self.batch.hit, self.batch.keys(key))
+        else:
+            hit = partial(self.limiter.hit, self.item, key)
         local = self.local
         close_after = self.close_after
         refused = 0
@@ -217,10 +232,10 @@ class RateLimitMiddleware:
                 if local is not None:
                     allowed = local.hit(key)  # in process: synchronous, atomic, cheap
                 elif self._retry_at:
-                    allowed = await self._hit_while_failing(key)
+                    allowed = await self._hit_while_failing(key, hit)
                 else:
                     try:
-                        allowed = await hit(item, key)
+                        allowed = await hit()
                     except Exception as exc:
                         allowed = self._storage_down(exc, key)
                 if allowed:
@@ -247,12 +262,12 @@ class RateLimitMiddleware:
         """The name of the budget a connection draws from, namespaced by kind."""
         return identity_key(scope, _KEY_PREFIX, self.key)
 
-    async def _hit_while_failing(self, key: str) -> bool:
+    async def _hit_while_failing(self, key: str, hit: Callable[[], Awaitable[bool]]) -> bool:
         """A hit while the storage fails: the storage is tried again once a second."""
         if time.monotonic() < self._retry_at:
             return self._fallback_hit(key)
         try:
-            allowed = await self.limiter.hit(self.item, key)
+            allowed = await hit()
         except Exception as exc:
             return self._storage_down(exc, key)
         self._retry_at = 0.0
