@@ -51,7 +51,8 @@ TARGETS: dict[str, tuple[str, float | None, str]] = {
 
 @dataclass
 class Sizes:
-    seconds: float = 5.0
+    # 3 s per echo figure keeps the default run of every app under 10 minutes.
+    seconds: float = 3.0
     runs: int = 3
     handshakes: int = 400
     idle: int = 2000
@@ -316,8 +317,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apps", default="bare,gate,gate-redis,origin,auth,connections,size,"
                         "heartbeat,ratelimit,format,channels,socketio")  # fmt: skip
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=Sizes.runs)
+    parser.add_argument("--seconds", type=float, default=Sizes.seconds, help="per echo figure")
     parser.add_argument("--smoke", action="store_true", help="tiny counts: check it works")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
