@@ -59,6 +59,8 @@ _READ_TIMEOUT: Final = 2.0
 """Seconds to wait for Redis's answer to one command."""
 _RETRY: Final = 1.0
 """Seconds between two attempts to reach Redis while it cannot be reached."""
+_STOP_TIMEOUT: Final = 2.0
+"""Seconds aclose() waits for the background tasks to stop."""
 _WARNING_PERIOD: Final = 60.0
 """Seconds between two log lines about the same outage."""
 
@@ -429,9 +431,7 @@ class RedisRegistry(Registry):
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _stop(self._tasks)
         self._tasks.clear()
         if self._syncs:
             pairs = [(key, cid) for key, entries in self._entries.items() for cid in entries]
@@ -560,11 +560,16 @@ class RedisRegistry(Registry):
             loop.create_task(self._listen_forever(), name="wsgate-redis-evictions"),
         ]
 
+    # Both loops also end on _closed: before Python 3.12, a wait_for that times out as the
+    # task is cancelled can swallow the cancellation.
+
     async def _refresh_forever(self) -> None:
         delay = self._period
-        while True:
+        while not self._closed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            if self._closed:
+                return
             self._wake.clear()
             try:
                 await self._resync(self._syncs)
@@ -576,14 +581,14 @@ class RedisRegistry(Registry):
 
     async def _listen_forever(self) -> None:
         subscribed_before = False
-        while True:
+        while not self._closed:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(_CHANNEL + self.owner)
                 if subscribed_before:
                     self._wake.set()  # what was published meanwhile is found by a sync
                 subscribed_before = True
-                while True:
+                while not self._closed:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=self._period
                     )
@@ -653,3 +658,14 @@ class RedisRegistry(Registry):
         state = "up" if self._up else "down" if self._down_since is not None else "not started"
         held = sum(len(entries) for entries in self._entries.values())
         return f"<RedisRegistry {self.shown_url} {state}, {held} connection(s) held here>"
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, a bounded time: a task that swallowed its
+    cancellation still ends by itself, at its next turn, once the registry is closed."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT)
+        for task in pending:
+            logger.warning("the registry's task %s did not stop in time", task.get_name())
