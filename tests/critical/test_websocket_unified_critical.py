@@ -949,30 +949,36 @@ class TestWebSocketResourceManagement:
             database_url=sqlite(tmp_path),
         )
         gate = app.state.gate
-        token = tokens.valid(new_user())
+        # Ten clients at a time, each its own user: real concurrency, and no evictions.
+        clients = 10
+        user_tokens = [tokens.valid(new_user()) for _ in range(clients)]
 
         async def cycle(server: LiveServer, n: int) -> None:
-            async with WSClient(server.ws("/ws"), token=token) as ws:
+            async with WSClient(server.ws("/ws"), token=user_tokens[n % clients]) as ws:
                 await ws.send_json({"type": "echo", "payload": n})
                 assert (await ws.receive_json())["payload"] == n
 
+        async def cycles(server: LiveServer, count: int) -> None:
+            for first in range(0, count, clients):
+                async with anyio.create_task_group() as group:
+                    for n in range(first, first + clients):
+                        group.start_soon(cycle, server, n)
+
         with LiveServer(app) as server:
-            for n in range(200):  # warm up: caches, pools and lazy imports settle
-                await cycle(server, n)
+            await cycles(server, 200)  # warm up: caches, pools and lazy imports settle
             await wait_for(gate.registry.total, 0)
             gc.collect()
             tracemalloc.start()
             try:
                 before = tracemalloc.get_traced_memory()[0]
-                for n in range(1500):
-                    await cycle(server, n)
+                await cycles(server, 5000)
                 await wait_for(gate.registry.total, 0)
                 await wait_for(async_value(lambda: gate_timers(gate)), 0)
                 gc.collect()
                 after = tracemalloc.get_traced_memory()[0]
             finally:
                 tracemalloc.stop()
-        # 1,500 connections came and went; what they left behind is a small bound, not 1,500
+        # 5,000 connections came and went; what they left behind is a small bound, not 5,000
         # connections' worth (each of which costs tens of kilobytes while open).
         assert after - before < 2 * 1024 * 1024, f"{(after - before) / 1024:.0f} KiB retained"
         assert not [obj for obj in gc.get_objects() if isinstance(obj, Connection)]
