@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeGuard, TypeVar
 
 from starlette.routing import WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from wsgate._window import LocalStorage
 from wsgate.auth.base import Verifier
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.config import GateConfig
-from wsgate.connection import SEND_TIMEOUT_KEY
 from wsgate.endpoint import GatedEndpoint
 from wsgate.errors import Protocol
 from wsgate.exceptions import ConfigurationError
@@ -25,35 +24,10 @@ from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
 from wsgate.middleware.size import MessageSizeMiddleware
+from wsgate.pipeline import GatePipeline
 from wsgate.registry import MemoryRegistry, Registry
 
 Layer = TypeVar("Layer")
-
-
-class _SendTimeout:
-    """Tells each connection the gate's ``send_timeout``, through its scope."""
-
-    def __init__(self, app: ASGIApp, *, send_timeout: float | None) -> None:
-        self.app = app
-        self.send_timeout = send_timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            scope[SEND_TIMEOUT_KEY] = self.send_timeout
-        await self.app(scope, receive, send)
-
-
-_LAYER_TYPES = (
-    MetricsMiddleware,
-    _SendTimeout,
-    OriginMiddleware,
-    AuthMiddleware,
-    ConnectionLimitMiddleware,
-    MessageSizeMiddleware,
-    HeartbeatMiddleware,
-    RateLimitMiddleware,
-    FormatMiddleware,
-)
 
 
 @dataclass(frozen=True)
@@ -81,6 +55,14 @@ class Gate:
     outer layer means the inner ones never run, and a message refused by one layer never
     reaches the next. State shared between connections (the rate-limit storage and the
     connection registry) belongs to the gate, so every endpoint it wraps shares it.
+
+    The gate builds each middleware from the config, as you would to use it alone
+    (:meth:`layers` returns them), but does not nest them: :meth:`wrap` returns one ASGI app
+    that calls their hooks in the chain's order. The handshake checks run and return before
+    the app starts, and each message goes through the other checks in one ``receive``, so
+    an open connection holds one frame and one ``receive`` of the gate's, instead of a frame
+    and a wrapper per layer. What clients and the app see is the same as with the nested
+    chain.
 
     Args:
         config: The settings; ``GateConfig.from_env()`` reads them from ``WSGATE_*``
@@ -136,9 +118,10 @@ class Gate:
     ) -> ASGIApp:
         """Put the gate in front of ``app``: an endpoint class, a route's app, or a whole app.
 
-        Non-websocket requests pass through untouched, so wrapping a whole Starlette app is
-        fine. The ``{user_id}`` path check needs path parameters, which exist only once the
-        router has matched: wrap endpoints to get it.
+        Returns a :class:`~wsgate.pipeline.GatePipeline`. Non-websocket requests pass through
+        untouched, so wrapping a whole Starlette app is fine. The ``{user_id}`` path check
+        needs path parameters, which exist only once the router has matched: wrap endpoints
+        to get it.
 
         Args:
             path: The endpoint's path, published by the discovery routes (:meth:`route`
@@ -157,8 +140,11 @@ class Gate:
         bypass = config.dev_bypass if dev_bypass is None else dev_bypass
         if protocol == "auto":
             protocol = app.protocol if _is_gated_endpoint(app) else "json"
+        # Each layer wraps the next, as it would on its own; the pipeline runs their hooks.
+        endpoint = app
+        format_layer = None
         if protocol is not None:
-            app = FormatMiddleware(
+            app = format_layer = FormatMiddleware(
                 app,
                 protocol=protocol,
                 legacy=config.legacy_messages,
@@ -166,8 +152,9 @@ class Gate:
                 json_endpoint=json_endpoint,
                 jsonrpc_endpoint=jsonrpc_endpoint,
             )
+        rate = None
         if config.rate_limit is not None:
-            app = RateLimitMiddleware(
+            app = rate = RateLimitMiddleware(
                 app,
                 rate=config.rate_limit,
                 strategy=config.rate_limit_strategy,
@@ -175,7 +162,7 @@ class Gate:
                 close_after=config.rate_limit_close_after,
                 fallback=self.rate_fallback,
             )
-        app = HeartbeatMiddleware(
+        app = heartbeat = HeartbeatMiddleware(
             app,
             interval=config.heartbeat_interval,
             timeout=config.heartbeat_timeout,
@@ -184,17 +171,18 @@ class Gate:
             verifier=self.verifier,
             leeway=config.jwt_leeway,
         )
-        app = MessageSizeMiddleware(
+        app = size = MessageSizeMiddleware(
             app, max_bytes=config.max_message_bytes, policy=config.message_size_policy
         )
+        limit = None
         if config.max_connections_per_user is not None:
-            app = ConnectionLimitMiddleware(
+            app = limit = ConnectionLimitMiddleware(
                 app,
                 max_per_user=config.max_connections_per_user,
                 policy=config.connection_policy,
                 registry=self.registry,
             )
-        app = AuthMiddleware(
+        app = auth = AuthMiddleware(
             app,
             verifier=self.verifier,
             environment=config.environment,
@@ -205,7 +193,7 @@ class Gate:
             query_param=config.query_param,
             reject_before_accept=config.reject_before_accept,
         )
-        app = OriginMiddleware(
+        app = origin = OriginMiddleware(
             app,
             allow_origins=config.allowed_origins,
             allow_origin_regex=config.allowed_origin_regex,
@@ -213,12 +201,22 @@ class Gate:
             allow_any_origin=config.allow_any_origin,
             environment=config.environment,
         )
-        app = _SendTimeout(app, send_timeout=config.send_timeout)
-        app = MetricsMiddleware(app, metrics=self.metrics, endpoint=path or "*")
-        self._layers.extend(_chain(app))
+        pipeline = GatePipeline(
+            endpoint,
+            metrics=MetricsMiddleware(app, metrics=self.metrics, endpoint=path or "*"),
+            send_timeout=config.send_timeout,
+            origin=origin,
+            auth=auth,
+            limit=limit,
+            size=size,
+            heartbeat=heartbeat,
+            rate=rate,
+            format=format_layer,
+        )
+        self._layers.extend(pipeline.layers)
         supported = None if subprotocols is None else tuple(subprotocols)
         self.endpoints.append(Endpoint(path, protocol, supported, bypass and config.is_development))
-        return app
+        return pipeline
 
     def layers(self, kind: type[Layer]) -> list[Layer]:
         """Every middleware of type ``kind`` the gate has put in front of an app."""
@@ -257,13 +255,6 @@ class Gate:
             await aclose()
         await self.registry.aclose()
         self.metrics.close()
-
-
-def _chain(app: object) -> Iterator[object]:
-    """The gate's own layers, outermost first, down to the app."""
-    while isinstance(app, _LAYER_TYPES):
-        yield app
-        app = app.app
 
 
 def _is_gated_endpoint(app: ASGIApp) -> TypeGuard[type[GatedEndpoint]]:

@@ -596,6 +596,41 @@ class ConnectionRecord:
         """Seconds since the handshake reached the gate."""
         return time.monotonic() - self.started
 
+    def receiving(self, message: Message) -> None:
+        """Note a message from the client on its way in: count it, or note the client's
+        close."""
+        kind = message["type"]
+        if kind == "websocket.receive":
+            self.received += 1
+            self.series.received.inc()
+        elif kind == "websocket.disconnect" and self.closed_by is None:
+            self.closed_by = "client"
+            self.close_code = message.get("code", 1005)
+            self.close_reason = message.get("reason") or ""
+
+    def sending(self, message: Message) -> bool:
+        """Note a message to the client before it goes out: the accept opens the connection,
+        the first close says who closed it. True for a ``websocket.send``, which
+        :meth:`count_sent` counts once it has gone out."""
+        kind = message["type"]
+        if kind == "websocket.send":
+            return True
+        if kind == "websocket.accept":
+            if self.refusal is None and not self.opened:
+                self.opened = True
+                self.series.opened.inc()
+                self.series.active.inc()
+        elif kind == "websocket.close" and self.closed_by is None:
+            self.closed_by = "server"
+            self.close_code = message.get("code", 1000)
+            self.close_reason = message.get("reason") or ""
+        return False
+
+    def count_sent(self) -> None:
+        """A ``websocket.send`` went out."""
+        self.sent += 1
+        self.series.sent.inc()
+
     def refused(self, reason: str) -> None:
         """The handshake is refused with ``reason``; the app will never run."""
         self.refusal = reason
@@ -657,42 +692,18 @@ class MetricsMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        series = self.series
-        record = ConnectionRecord(series)
-        scope[METRICS_KEY] = record
-        self.metrics.watch()
-        count_received = series.received.inc
-        count_sent = series.sent.inc
+        record = self.open(scope)
 
         async def receive_message() -> Message:
             message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                record.received += 1
-                count_received()
-            elif kind == "websocket.disconnect" and record.closed_by is None:
-                record.closed_by = "client"
-                record.close_code = message.get("code", 1005)
-                record.close_reason = message.get("reason") or ""
+            record.receiving(message)
             return message
 
         async def send_message(message: Message) -> None:
-            kind = message["type"]
-            if kind == "websocket.send":
-                await send(message)
-                record.sent += 1
-                count_sent()
-                return
-            if kind == "websocket.accept":
-                if record.refusal is None and not record.opened:
-                    record.opened = True
-                    series.opened.inc()
-                    series.active.inc()
-            elif kind == "websocket.close" and record.closed_by is None:
-                record.closed_by = "server"
-                record.close_code = message.get("code", 1000)
-                record.close_reason = message.get("reason") or ""
+            counted = record.sending(message)
             await send(message)
+            if counted:
+                record.count_sent()
 
         failed = False
         try:
@@ -701,9 +712,17 @@ class MetricsMiddleware:
             failed = True
             raise
         finally:
-            self._finish(scope, record, failed)
+            self.finish(scope, record, failed)
 
-    def _finish(self, scope: Scope, record: ConnectionRecord, failed: bool) -> None:
+    def open(self, scope: Scope) -> ConnectionRecord:
+        """Start the record of a new connection, in ``scope["wsgate.metrics"]``."""
+        record = ConnectionRecord(self.series)
+        scope[METRICS_KEY] = record
+        self.metrics.watch()
+        return record
+
+    def finish(self, scope: Scope, record: ConnectionRecord, failed: bool) -> None:
+        """Count the end of a connection and log its line; ``failed`` when the app raised."""
         connection, record.connection = record.connection, None  # no cycle left behind
         if record.refusal is not None:
             return  # refuse() counted and logged it
@@ -722,6 +741,8 @@ class MetricsMiddleware:
         else:  # the app returned or raised without closing; the server closes for it
             reason, code = ("internal_error", 1011) if failed else (SERVER, 1000)
         series.closed[reason].inc()
+        if not access_logger.isEnabledFor(logging.INFO):
+            return  # spare every connection the fields of a line nobody reads
         user = connection.user if connection is not None else None
         access_logger.info(
             "closed %s %s for %s: %s %s by the %s after %.1f s, %d in, %d out",
@@ -769,6 +790,8 @@ def report_refusal(
     record: ConnectionRecord | None = scope.get(METRICS_KEY)
     if record is not None:
         record.refused(reason)
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
     answer = f"HTTP {http_status}" if http_status is not None else str(close_code)
     access_logger.info(
         "refused %s from %s: %s %s%s",

@@ -113,6 +113,18 @@ class AuthMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
+        authenticated = await self.authenticate(scope, receive, send)
+        if authenticated is not None:
+            await self.app(scope, receive, authenticated)
+
+    async def authenticate(self, scope: Scope, receive: Receive, send: Send) -> Send | None:
+        """Authenticate a websocket handshake, before the app runs.
+
+        On success the user is in ``scope["user"]`` and ``scope["auth"]``, and the result is
+        the ``send`` to hand the app: ``send`` itself, or, when the token came in
+        ``Sec-WebSocket-Protocol``, a wrapper that makes the accept echo an application
+        subprotocol. On failure the handshake has been refused and the result is None.
+        """
         handshake = self.extractor.extract(
             scope["headers"], scope.get("subprotocols", ()), scope.get("query_string", b"")
         )
@@ -123,12 +135,12 @@ class AuthMiddleware:
         selected = self._select(handshake.subprotocols)
         if handshake.via_subprotocol and selected is None:
             await self._refuse(scope, receive, send, refusals.SUBPROTOCOL_REQUIRED, None)
-            return
+            return None
         if handshake.error is not None:
             await self._refuse(
                 scope, receive, send, refusals.INVALID_TOKEN, selected, handshake.error
             )
-            return
+            return None
 
         is_dev = False
         if handshake.token is not None and self.verifier is not None:
@@ -136,11 +148,11 @@ class AuthMiddleware:
                 identity = await _verify(self.verifier, handshake.token, scope)
             except AuthenticationError as exc:
                 await self._refuse(scope, receive, send, exc.refusal, selected, str(exc))
-                return
+                return None
             except Exception:
                 logger.exception("verifier %r raised an undocumented exception", self.verifier)
                 await self._refuse(scope, receive, send, refusals.AUTH_UNAVAILABLE, selected)
-                return
+                return None
         elif handshake.token is not None:
             await self._refuse(
                 scope,
@@ -150,18 +162,18 @@ class AuthMiddleware:
                 selected,
                 "a token was offered but no verifier is configured",
             )
-            return
+            return None
         elif self.dev_bypass:
             identity, is_dev = self.dev_identity, True
         else:
             await self._refuse(scope, receive, send, refusals.AUTH_REQUIRED, selected)
-            return
+            return None
 
         if self.user_param is not None:
             claimed = scope.get("path_params", {}).get(self.user_param)
             if claimed is not None and str(claimed) != identity.subject:
                 await self._refuse(scope, receive, send, refusals.USER_MISMATCH, selected)
-                return
+                return None
 
         # In place, as Starlette's AuthenticationMiddleware does: a copy of the whole scope
         # would cost every open connection a kilobyte.
@@ -169,8 +181,8 @@ class AuthMiddleware:
         scope["auth"] = AuthCredentials(list(identity.scopes))
         scope["subprotocols"] = handshake.subprotocols
         if handshake.via_subprotocol:
-            send = _echoing(send, handshake.subprotocols, selected)
-        await self.app(scope, receive, send)
+            return _echoing(send, handshake.subprotocols, selected)
+        return send
 
     def _select(self, offered: list[str]) -> str | None:
         if self.supported is None:

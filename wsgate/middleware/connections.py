@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,11 +19,31 @@ from wsgate.connection import Connection, identity_key
 from wsgate.exceptions import ConfigurationError
 from wsgate.registry import POLICIES, MemoryRegistry, Policy, Registry
 
-__all__ = ["ConnectionLimitMiddleware"]
+__all__ = ["ConnectionLimitMiddleware", "Slot"]
 
 logger = logging.getLogger("wsgate.connections")
 
 _KEY_PREFIX: Final = "wsgate:conn:"
+
+
+class Slot(Protocol):
+    """A connection's slot under the limit: what the middleware keeps per connection.
+
+    The middleware keeps it in a small object of its own; a :class:`~wsgate.Gate` keeps it
+    in one object with what its other layers keep for the connection. The middleware's
+    hooks read and write it.
+
+    Attributes:
+        connection: The connection.
+        limit_key: The registry key the connection counts under.
+        counted: None until it is settled; then True once the registry was asked to count it
+            (it must be removed at the end), False when it was closed right after accept
+            and is never counted.
+    """
+
+    connection: Connection
+    limit_key: str
+    counted: bool | None
 
 
 class ConnectionLimitMiddleware:
@@ -92,84 +112,109 @@ class ConnectionLimitMiddleware:
             await self.app(scope, receive, send)
             return
         connection, send = Connection.of(scope, send)
-        key = self.key_of(scope)
-        registry = self.registry
-        local = registry.local_connections
-        # Settled once the accepted connection was counted, or closed before it could be.
-        settled = False
-        tried = False
-
-        async def admit() -> None:
-            nonlocal settled, tried
-            settled = tried = True
-            local[connection.id] = connection
-            try:
-                admission = await registry.add(
-                    key, connection.id, limit=self.max_per_user, policy=self.policy
-                )
-            except BackendUnavailable as exc:
-                # fail_closed: the new connection cannot be counted, so it does not stay.
-                await connection.close(exc.refusal)
-                logger.info("closed new connection %s of %s: %s", connection.id, key, exc)
-                return
-            except Exception as exc:
-                logger.warning(
-                    "the connection registry failed (%s: %s); %s is let in uncounted",
-                    type(exc).__name__,
-                    exc,
-                    connection.id,
-                )
-                return
-            for connection_id in admission.close:
-                if connection_id == connection.id:
-                    await connection.close(refusals.CONNECTION_LIMIT)
-                    action = "closed new connection"
-                elif self.evict(connection_id):
-                    action = "evicted connection"
-                else:
-                    continue
-                logger.info(
-                    "%s %s of %s with 4008 connection_limit: over max_per_user=%d (%s)",
-                    action,
-                    connection_id,
-                    key,
-                    self.max_per_user,
-                    self.policy,
-                )
+        slot = _Slot(connection)
+        self.begin(slot, scope)
 
         async def send_message(message: Message) -> None:
-            nonlocal settled
-            if not settled and connection.accepted:
-                if message["type"] == "websocket.close":
-                    settled = True  # closed right after accept: a refusal, never counted
-                else:
-                    await admit()
+            if self.must_admit(slot, message):
+                await self.admit(slot)
             await send(message)
 
         async def receive_message() -> Message:
-            if not settled and connection.accepted:
-                await admit()
+            if self.must_admit(slot):
+                await self.admit(slot)
             while True:
                 message = await receive()
-                # Messages the server queued before an eviction are dropped, not handed on.
-                if message["type"] != "websocket.receive" or not connection.closed:
+                if not self.drops(slot, message):
                     return message
 
         try:
             await self.app(scope, receive_message, send_message)
         finally:
-            if local.get(connection.id) is connection:
-                del local[connection.id]
-            if tried:
-                try:
-                    await registry.remove(key, connection.id)
-                except Exception as exc:
-                    logger.warning(
-                        "the connection registry failed to forget %s (%s: %s)",
-                        connection.id,
-                        type(exc).__name__,
-                        exc,
-                    )
+            await self.release(slot)
+
+    # The hooks, in the order a connection meets them. The middleware above and a Gate's
+    # pipeline call them alike, each with its own Slot.
+
+    def begin(self, slot: Slot, scope: Scope) -> None:
+        """Set up the slot of a new connection: its key, and not counted yet."""
+        slot.limit_key = self.key_of(scope)
+        slot.counted = None
+
+    def must_admit(self, slot: Slot, message: Message | None = None) -> bool:
+        """Whether the connection must be counted before the app's next receive, or its next
+        send of ``message``: once the app has accepted it and goes on to serve it.
+
+        A close right after the accept is a refusal: the connection is then never counted.
+        """
+        if slot.counted is not None or not slot.connection.accepted:
+            return False
+        if message is not None and message["type"] == "websocket.close":
+            slot.counted = False
+            return False
+        return True
+
+    async def admit(self, slot: Slot) -> None:
+        """Count the connection, closing whichever connections the limit pushes out."""
+        slot.counted = True
+        connection, key = slot.connection, slot.limit_key
+        self.registry.local_connections[connection.id] = connection
+        try:
+            admission = await self.registry.add(
+                key, connection.id, limit=self.max_per_user, policy=self.policy
+            )
+        except BackendUnavailable as exc:
+            # fail_closed: the new connection cannot be counted, so it does not stay.
+            await connection.close(exc.refusal)
+            logger.info("closed new connection %s of %s: %s", connection.id, key, exc)
+            return
+        except Exception as exc:
+            logger.warning(
+                "the connection registry failed (%s: %s); %s is let in uncounted",
+                type(exc).__name__,
+                exc,
+                connection.id,
+            )
+            return
+        for connection_id in admission.close:
+            if connection_id == connection.id:
+                await connection.close(refusals.CONNECTION_LIMIT)
+                action = "closed new connection"
+            elif self.evict(connection_id):
+                action = "evicted connection"
+            else:
+                continue
+            logger.info(
+                "%s %s of %s with 4008 connection_limit: over max_per_user=%d (%s)",
+                action,
+                connection_id,
+                key,
+                self.max_per_user,
+                self.policy,
+            )
+
+    def drops(self, slot: Slot, message: Message) -> bool:
+        """Whether a message from the client is dropped instead of handed on: those the
+        server queued before the connection was closed (by an eviction, say)."""
+        return message["type"] == "websocket.receive" and slot.connection.closed
+
+    async def release(self, slot: Slot) -> None:
+        """Free the connection's slot, however the connection ended."""
+        connection = slot.connection
+        local = self.registry.local_connections
+        if local.get(connection.id) is connection:
+            del local[connection.id]
+        if not slot.counted:
+            return
+        try:
+            await self.registry.remove(slot.limit_key, connection.id)
+        except Exception as exc:
+            logger.warning(
+                "the connection registry failed to forget %s (%s: %s)",
+                connection.id,
+                type(exc).__name__,
+                exc,
+            )
 
     def key_of(self, scope: Scope) -> str:
         """The registry key a connection is counted under, namespaced by kind."""
@@ -192,3 +237,15 @@ class ConnectionLimitMiddleware:
         if connection.record is not None:
             connection.record.evicted()
         return True
+
+
+class _Slot:
+    """The middleware's own :class:`Slot`; :meth:`ConnectionLimitMiddleware.begin` fills it."""
+
+    __slots__ = ("connection", "counted", "limit_key")
+
+    limit_key: str
+    counted: bool | None
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection

@@ -12,6 +12,7 @@ error frame from :mod:`wsgate.errors` in its own shape, and the connection stays
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Coroutine
 from typing import Any, Final
 
 import orjson
@@ -142,15 +143,17 @@ class FormatMiddleware:
             return
         connection, send = Connection.of(scope, send)
         self.start(connection, scope)
-        admit = self.admit
+        check = self.check
 
         async def receive_message() -> Message:
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     return message
-                if await admit(connection, scope, message):
+                answer = check(connection, scope, message)
+                if answer is None:
                     return message
+                await answer
 
         await self.app(scope, receive_message, send)
 
@@ -159,22 +162,31 @@ class FormatMiddleware:
         connection.protocol = self.protocol
         scope[FORMAT_KEY] = self.protocol
 
-    async def admit(self, connection: Connection, scope: Scope, message: Message) -> bool:
-        """Check one ``websocket.receive`` message: True to pass it on, False when it was
-        answered with an error here."""
+    def check(
+        self, connection: Connection, scope: Scope, message: Message
+    ) -> Coroutine[Any, Any, None] | None:
+        """Check one ``websocket.receive`` message, at once: None to pass it on; else the
+        answer to await, an error frame, and the message goes no further."""
         value = decoded(message)
         if self.protocol == "json":
             problem = self._json_problem(connection, scope, message, value)
         elif isinstance(value, list):
-            return await self._admit_batch(connection, message, value)
+            return self._check_batch(connection, message, value)
         else:
             problem = self._rpc_problem(value, in_batch=False)
         if problem is None:
-            return True
+            return None
         error, text = problem
         extra = {"detail": _RPC_SHAPE} if self._with_detail(error) else {}
-        with contextlib.suppress(OSError):  # the client left; the next receive says so
-            await connection.send_error(error, text, message_id=message_id(value), **extra)
+        return _quietly(connection.send_error(error, text, message_id=message_id(value), **extra))
+
+    async def admit(self, connection: Connection, scope: Scope, message: Message) -> bool:
+        """Check one ``websocket.receive`` message: True to pass it on, False when it was
+        answered with an error here."""
+        answer = self.check(connection, scope, message)
+        if answer is None:
+            return True
+        await answer
         return False
 
     # JSON
@@ -235,25 +247,26 @@ class FormatMiddleware:
 
     # JSON-RPC 2.0
 
-    async def _admit_batch(
+    def _check_batch(
         self, connection: Connection, message: Message, batch: list[Any]
-    ) -> bool:
-        if not batch or len(batch) > self.max_batch:
-            with contextlib.suppress(OSError):
-                if batch:
-                    await connection.send_error(
-                        BATCH_TOO_LARGE,
-                        f"A batch may hold at most {self.max_batch} requests and this one holds "
-                        f"{len(batch)}; split it into smaller batches.",
-                        limit=self.max_batch,
-                    )
-                else:
-                    await connection.send_error(
-                        INVALID_MESSAGE,
-                        "The batch is empty; send at least one request.",
-                        detail=_RPC_SHAPE,
-                    )
-            return False
+    ) -> Coroutine[Any, Any, None] | None:
+        if not batch:
+            return _quietly(
+                connection.send_error(
+                    INVALID_MESSAGE,
+                    "The batch is empty; send at least one request.",
+                    detail=_RPC_SHAPE,
+                )
+            )
+        if len(batch) > self.max_batch:
+            return _quietly(
+                connection.send_error(
+                    BATCH_TOO_LARGE,
+                    f"A batch may hold at most {self.max_batch} requests and this one holds "
+                    f"{len(batch)}; split it into smaller batches.",
+                    limit=self.max_batch,
+                )
+            )
         valid: list[Any] = []
         rejected: list[dict[str, Any]] = []
         for entry in batch:
@@ -270,13 +283,11 @@ class FormatMiddleware:
                 )
             )
         if not valid:
-            with contextlib.suppress(OSError):
-                await connection.send_text(orjson.dumps(rejected).decode())
-            return False
+            return _quietly(connection.send_text(orjson.dumps(rejected).decode()))
         if rejected:
             message[PARSED_KEY] = valid
             message[REJECTED_KEY] = rejected
-        return True
+        return None
 
     def _rpc_problem(self, value: Any, *, in_batch: bool) -> Problem | None:
         if not isinstance(value, dict):
@@ -322,6 +333,12 @@ class FormatMiddleware:
 
     def _with_detail(self, error: MessageError) -> bool:
         return self.protocol == "jsonrpc" and error in _REQUEST_ERRORS
+
+
+async def _quietly(answer: Coroutine[Any, Any, None]) -> None:
+    """Send an answer to a client that may have left; its next receive says so."""
+    with contextlib.suppress(OSError):
+        await answer
 
 
 def _id_problem(value: dict[str, Any], shape: str) -> Problem | None:

@@ -36,7 +36,7 @@ from wsgate.errors import (
 from wsgate.exceptions import AuthenticationError, AuthUnavailable, ConfigurationError
 from wsgate.refusals import Refusal
 
-__all__ = ["PING_ID_PREFIX", "HeartbeatMiddleware"]
+__all__ = ["PING_ID_PREFIX", "HeartbeatMiddleware", "Lifecycle"]
 
 logger = logging.getLogger("wsgate.heartbeat")
 
@@ -122,7 +122,7 @@ class HeartbeatMiddleware:
             await self.app(scope, receive, send)
             return
         connection, send = Connection.of(scope, send)
-        lifecycle = _Lifecycle(self, connection, scope)
+        lifecycle = self.begin(connection, scope)
 
         async def receive_message() -> Message:
             while True:
@@ -138,17 +138,26 @@ class HeartbeatMiddleware:
 
         async def send_message(message: Message) -> None:
             await send(message)
-            if lifecycle.waiting and connection.accepted:
-                lifecycle.start()
+            lifecycle.sent()
 
         try:
             await self.app(scope, receive_message, send_message)
         finally:
             lifecycle.stop()
 
+    def begin(self, connection: Connection, scope: Scope) -> Lifecycle:
+        """The lifecycle of a new connection; its clocks start at the app's accept."""
+        return Lifecycle(self, connection, scope)
 
-class _Lifecycle:
-    """The timers and heartbeat state of one connection. Times are ``loop.time()`` values."""
+
+class Lifecycle:
+    """The timers and heartbeat state of one connection. Times are ``loop.time()`` values.
+
+    :meth:`HeartbeatMiddleware.begin` makes one; the middleware, or a
+    :class:`~wsgate.Gate`'s pipeline, calls :meth:`seen` and :meth:`answer` for each message
+    from the client, :meth:`sent` after each message from the app, and :meth:`stop` at the
+    end.
+    """
 
     __slots__ = (
         "connection",
@@ -339,6 +348,11 @@ class _Lifecycle:
             await self.connection.send_error(error, text, message_id=answered)
 
     # The timer
+
+    def sent(self) -> None:
+        """Note that a message from the app went out: the accept starts the clocks."""
+        if self.waiting and self.connection.accepted:
+            self.start()
 
     def start(self) -> None:
         """Start the clocks: the app's accept went out."""

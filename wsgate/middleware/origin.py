@@ -79,10 +79,16 @@ class OriginMiddleware:
         self.allow_missing_origin = allow_missing_origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or self.is_allowed(scope["headers"]):
+        if scope["type"] != "websocket" or await self.check(scope, receive, send):
             await self.app(scope, receive, send)
-            return
+
+    async def check(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Whether a websocket handshake may go on; when it may not, it has been refused
+        with 403 ``origin_not_allowed``."""
+        if self.is_allowed(scope["headers"]):
+            return True
         await refusals.refuse(scope, receive, send, refusals.ORIGIN_NOT_ALLOWED)
+        return False
 
     def is_allowed(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         """Whether a handshake with these raw headers may proceed."""

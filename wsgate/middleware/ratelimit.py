@@ -11,9 +11,8 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, Final, cast
+from collections.abc import Callable
+from typing import Any, Final, Protocol, cast
 
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import (
@@ -28,12 +27,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
 from wsgate._window import LocalStorage, LocalWindow
-from wsgate.backends._ratebatch import RedisHits
+from wsgate.backends._ratebatch import Keys, RedisHits
 from wsgate.connection import Connection, decoded, identity_key, message_id
 from wsgate.errors import RATE_LIMITED
 from wsgate.exceptions import ConfigurationError
 
-__all__ = ["RateLimitMiddleware", "rate_storage"]
+__all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
 
 logger = logging.getLogger("wsgate.ratelimit")
 
@@ -101,6 +100,26 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
             f"'rediss://...' or 'unix:///path/redis.sock', not {shown!r}."
         ) from None
     return cast(Storage, storage)  # an async+ scheme always builds an async storage
+
+
+class RateState(Protocol):
+    """A connection's draw on its budget: what the middleware keeps per connection.
+
+    The middleware keeps it in a small object of its own; a :class:`~wsgate.Gate` keeps it
+    in one object with what its other layers keep for the connection. The middleware's
+    hooks read and write it.
+
+    Attributes:
+        connection: The connection.
+        rate_key: The name of the budget the connection draws from.
+        rate_keys: The budget's Redis keys when hits go in pipelines, else empty.
+        refused: Messages refused in a row.
+    """
+
+    connection: Connection
+    rate_key: str
+    rate_keys: Keys
+    refused: int
 
 
 class RateLimitMiddleware:
@@ -213,44 +232,20 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         connection, send = Connection.of(scope, send)
-        key = self.key_of(scope)
-        hit: Callable[[], Awaitable[bool]]
-        if self.batch is not None:
-            hit = partial(self.batch.hit, self.batch.keys(key))
-        else:
-            hit = partial(self.limiter.hit, self.item, key)
-        local = self.local
-        close_after = self.close_after
-        refused = 0
+        state = _RateState(connection)
+        self.begin(state, scope)
 
         async def receive_message() -> Message:
-            nonlocal refused
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     return message
-                if local is not None:
-                    allowed = local.hit(key)  # in process: synchronous, atomic, cheap
-                elif self._retry_at:
-                    allowed = await self._hit_while_failing(key, hit)
-                else:
-                    try:
-                        allowed = await hit()
-                    except Exception as exc:
-                        allowed = self._storage_down(exc, key)
+                allowed = self.allows_now(state)
+                if allowed is None:
+                    allowed = await self.allows(state)
                 if allowed:
-                    refused = 0
                     return message
-                refused += 1
-                await connection.send_error(
-                    RATE_LIMITED,
-                    self.explanation,
-                    message_id=message_id(decoded(message)),
-                    retry_after=await self._retry_after(key),
-                    limit=self.rate,
-                )
-                if close_after is not None and refused >= close_after:
-                    await connection.close(refusals.RATE_LIMIT_ABUSE)
+                if await self.refuse(state, message):
                     # Messages the server queued before the close are dropped, not handed on.
                     while message["type"] == "websocket.receive":
                         message = await receive()
@@ -262,14 +257,70 @@ class RateLimitMiddleware:
         """The name of the budget a connection draws from, namespaced by kind."""
         return identity_key(scope, _KEY_PREFIX, self.key)
 
-    async def _hit_while_failing(self, key: str, hit: Callable[[], Awaitable[bool]]) -> bool:
+    # The hooks. The middleware above and a Gate's pipeline call them alike, each with its
+    # own RateState.
+
+    def begin(self, state: RateState, scope: Scope) -> None:
+        """Set up the state of a new connection: its budget, and no message refused yet."""
+        state.rate_key = key = self.key_of(scope)
+        state.rate_keys = self.batch.keys(key) if self.batch is not None else ()
+        state.refused = 0
+
+    def allows_now(self, state: RateState) -> bool | None:
+        """Count a message in an in-process window, at once: whether it may pass. None when
+        the budget is in a shared storage: then :meth:`allows` decides."""
+        if self.local is None:
+            return None
+        allowed = self.local.hit(state.rate_key)  # synchronous, atomic, cheap
+        if allowed:
+            state.refused = 0
+        return allowed
+
+    async def allows(self, state: RateState) -> bool:
+        """Count a message in the shared storage (in the fallback while it fails): whether
+        it may pass."""
+        if self._retry_at:
+            allowed = await self._hit_while_failing(state)
+        else:
+            try:
+                allowed = await self._hit(state)
+            except Exception as exc:
+                allowed = self._storage_down(exc, state.rate_key)
+        if allowed:
+            state.refused = 0
+        return allowed
+
+    async def refuse(self, state: RateState, message: Message) -> bool:
+        """Answer a message over the limit with an error frame. True when that was the
+        ``close_after``-th in a row and the connection was closed: then the messages the
+        server queued before the close must be dropped."""
+        state.refused += 1
+        key, connection = state.rate_key, state.connection
+        await connection.send_error(
+            RATE_LIMITED,
+            self.explanation,
+            message_id=message_id(decoded(message)),
+            retry_after=await self._retry_after(key),
+            limit=self.rate,
+        )
+        if self.close_after is not None and state.refused >= self.close_after:
+            await connection.close(refusals.RATE_LIMIT_ABUSE)
+            return True
+        return False
+
+    async def _hit(self, state: RateState) -> bool:
+        if self.batch is not None:
+            return await self.batch.hit(state.rate_keys)
+        return await self.limiter.hit(self.item, state.rate_key)
+
+    async def _hit_while_failing(self, state: RateState) -> bool:
         """A hit while the storage fails: the storage is tried again once a second."""
         if time.monotonic() < self._retry_at:
-            return self._fallback_hit(key)
+            return self._fallback_hit(state.rate_key)
         try:
-            allowed = await hit()
+            allowed = await self._hit(state)
         except Exception as exc:
-            return self._storage_down(exc, key)
+            return self._storage_down(exc, state.rate_key)
         self._retry_at = 0.0
         self._warned_at = -math.inf
         logger.warning("the rate-limit storage answers again; budgets are shared again")
@@ -314,6 +365,19 @@ class RateLimitMiddleware:
         )
         self._failures = 0
         self._warned_at = now
+
+
+class _RateState:
+    """The middleware's own :class:`RateState`; :meth:`RateLimitMiddleware.begin` fills it."""
+
+    __slots__ = ("connection", "rate_key", "rate_keys", "refused")
+
+    rate_key: str
+    rate_keys: Keys
+    refused: int
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
 
 def _rounded_up(seconds: float) -> float:

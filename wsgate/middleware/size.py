@@ -64,24 +64,28 @@ class MessageSizeMiddleware:
             return
         connection, send = Connection.of(scope, send)
         too_large = self.too_large
-        close = self.policy == "close"
 
         async def receive_message() -> Message:
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive" or not too_large(message):
                     return message
-                if close:
-                    await connection.close(refusals.MESSAGE_TOO_LARGE)
+                if await self.refuse(connection):
                     # Messages the server queued before the close are dropped, not handed on.
                     while message["type"] == "websocket.receive":
                         message = await receive()
                     return message
-                await connection.send_error(
-                    MESSAGE_TOO_LARGE, self.explanation, limit=self.max_bytes
-                )
 
         await self.app(scope, receive_message, send)
+
+    async def refuse(self, connection: Connection) -> bool:
+        """Answer an oversized message as the policy says: with an error frame (False), or
+        by closing the connection with 1009 (True)."""
+        if self.policy == "close":
+            await connection.close(refusals.MESSAGE_TOO_LARGE)
+            return True
+        await connection.send_error(MESSAGE_TOO_LARGE, self.explanation, limit=self.max_bytes)
+        return False
 
     def too_large(self, message: Message) -> bool:
         """Whether a ``websocket.receive`` message is larger than ``max_bytes``."""
