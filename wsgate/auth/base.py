@@ -12,7 +12,7 @@ from starlette.authentication import BaseUser
 from wsgate.exceptions import InvalidToken
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """A verified token.
 
