@@ -64,6 +64,7 @@ INVALID: Final = _Marker("INVALID")
 """What :func:`decoded` returns for text that is not valid JSON."""
 NOT_TEXT: Final = _Marker("NOT_TEXT")
 """What :func:`decoded` returns for a binary frame."""
+_UNPARSED: Final = _Marker("UNPARSED")
 
 
 def decoded(message: Message) -> Any:
@@ -72,13 +73,12 @@ def decoded(message: Message) -> Any:
     Returns :data:`INVALID` for text that is not JSON (orjson refuses NaN, Infinity, lone
     surrogates and nesting beyond 1024 levels), and :data:`NOT_TEXT` for a binary frame.
     """
-    try:
-        return message[PARSED_KEY]
-    except KeyError:
-        pass
+    value: Any = message.get(PARSED_KEY, _UNPARSED)  # no KeyError raised on the first call
+    if value is not _UNPARSED:
+        return value
     text = message.get("text")
     if text is None:
-        value: Any = NOT_TEXT
+        value = NOT_TEXT
     else:
         try:
             value = orjson.loads(text)
