@@ -34,13 +34,12 @@ from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import TokenExtractor
 from wsgate.errors import MESSAGE_ERRORS
 from wsgate.exceptions import AuthenticationError
-from wsgate.gate import Gate
+from wsgate.gate import Gate, origin_check
 from wsgate.metrics import PrometheusMetrics
 from wsgate.middleware.auth import AuthMiddleware
 from wsgate.middleware.connections import ConnectionLimitMiddleware
 from wsgate.middleware.format import FormatMiddleware
 from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware
-from wsgate.middleware.origin import OriginMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
 from wsgate.refusals import AUTH_REQUIRED, AUTH_UNAVAILABLE, CLOSE_CODES, INVALID_TOKEN, Refusal
@@ -111,15 +110,8 @@ class _Discovery:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         config = gate.config
-        # The origin policy the gate enforces, built from its config as gate.wrap builds it.
-        self.origins = OriginMiddleware(
-            _nothing,
-            allow_origins=config.allowed_origins,
-            allow_origin_regex=config.allowed_origin_regex,
-            allow_missing_origin=config.allow_missing_origin,
-            allow_any_origin=config.allow_any_origin,
-            environment=config.environment,
-        )
+        # The origin policy the gate enforces on its endpoints.
+        self.origins = origin_check(config, _nothing)
         self.bearer = TokenExtractor(header=True, subprotocol_prefixes=(), query_param=None)
         self.public = _Document(gate, self._public_document, {"Cache-Control": _PUBLIC_CACHE})
         self.secure = _Document(

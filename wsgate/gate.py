@@ -30,6 +30,19 @@ from wsgate.registry import MemoryRegistry, Registry
 Layer = TypeVar("Layer")
 
 
+def origin_check(config: GateConfig, app: ASGIApp) -> OriginMiddleware:
+    """The origin check ``config`` describes, in front of ``app``: the one a gate puts in front
+    of every endpoint, and the one its discovery routes answer browsers with."""
+    return OriginMiddleware(
+        app,
+        allow_origins=config.allowed_origins,
+        allow_origin_regex=config.allowed_origin_regex,
+        allow_missing_origin=config.allow_missing_origin,
+        allow_any_origin=config.allow_any_origin,
+        environment=config.environment,
+    )
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """An endpoint the gate guards, as published by the discovery routes.
@@ -193,14 +206,7 @@ class Gate:
             query_param=config.query_param,
             reject_before_accept=config.reject_before_accept,
         )
-        app = origin = OriginMiddleware(
-            app,
-            allow_origins=config.allowed_origins,
-            allow_origin_regex=config.allowed_origin_regex,
-            allow_missing_origin=config.allow_missing_origin,
-            allow_any_origin=config.allow_any_origin,
-            environment=config.environment,
-        )
+        app = origin = origin_check(config, app)
         pipeline = GatePipeline(
             endpoint,
             metrics=MetricsMiddleware(app, metrics=self.metrics, endpoint=path or "*"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,12 @@ from limits.aio.strategies import (
 )
 from limits.storage import storage_from_string
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute, websocket_session
-from starlette.websockets import WebSocket
+from starlette.routing import WebSocketRoute
 
+from tests.middleware.test_ratelimit import echo  # the same endpoint, on Redis here
 from tests.redis.server import HOST, RedisServer, eventually, free_port
 from wsgate.backends import _ratebatch
 from wsgate.backends._ratebatch import MAX_BATCH, RedisHits
-from wsgate.connection import decoded
 from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
 from wsgate.testing import LiveServer, WSClient
 
@@ -47,19 +46,34 @@ STRATEGIES: dict[str, type[RateLimiter]] = {
 }
 
 
-@websocket_session
-async def echo(websocket: WebSocket) -> None:
-    await websocket.accept()
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        value = decoded(message)
-        await websocket.send_json({"type": "echo", "payload": value["payload"], "id": value["id"]})
-
-
 # Every Redis storage a test makes, whose connections are closed when it ends.
 opened: list[RedisStorage] = []
+
+
+Execute = Callable[[], Awaitable[Any]]
+
+
+def intercept_pipelines(
+    monkeypatch: pytest.MonkeyPatch,
+    batch: RedisHits,
+    hook: Callable[[Any, Execute], Awaitable[Any]],
+) -> None:
+    """Run every pipeline the batcher sends through ``hook(pipe, execute)``; ``execute()``
+    sends the pipeline to Redis, and ``hook`` may call it or not."""
+    client: Any = batch._client
+    pipeline = client.pipeline
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def hooked(*args: Any, **kwargs: Any) -> Any:
+            return await hook(pipe, lambda: execute(*args, **kwargs))
+
+        pipe.execute = hooked
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", opened)
 
 
 def limited(url: str, name: str, **options: Any) -> RateLimitMiddleware:
@@ -353,21 +367,12 @@ async def test_a_batch_holds_at_most_max_batch_hits(
     batch = middleware.batch
     assert batch is not None
     sizes: list[int] = []
-    client: Any = batch._client
-    pipeline = client.pipeline
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
+    async def counted(pipe: Any, execute: Execute) -> Any:
+        sizes.append(len(pipe.command_stack))
+        return await execute()
 
-        async def execute_counted(*args: Any, **kwargs: Any) -> Any:
-            sizes.append(len(pipe.command_stack))
-            return await execute(*args, **kwargs)
-
-        pipe.execute = execute_counted
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", counted)
+    intercept_pipelines(monkeypatch, batch, counted)
     keys = batch.keys(identifier(fresh()))
     decisions = await asyncio.gather(*[batch.hit(keys) for _ in range(MAX_BATCH + 44)])
     assert decisions == [True] * (MAX_BATCH + 44)
@@ -432,22 +437,14 @@ async def test_hits_queued_while_a_batch_fails_fail_with_it(
     keys = batch.keys(identifier(fresh()))
     queued: list[asyncio.Future[bool]] = []
     sent = 0
-    client: Any = batch._client
-    pipeline = client.pipeline
 
-    def failing(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
+    async def failing(pipe: Any, execute: Execute) -> Any:
+        nonlocal sent
+        sent += 1
+        queued.extend(batch.hit(keys) for _ in range(3))  # while the batch is out
+        raise redis.TimeoutError("Timeout reading from 127.0.0.1")
 
-        async def execute(*args: Any, **kwargs: Any) -> Any:
-            nonlocal sent
-            sent += 1
-            queued.extend(batch.hit(keys) for _ in range(3))  # while the batch is out
-            raise redis.TimeoutError("Timeout reading from 127.0.0.1")
-
-        pipe.execute = execute
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", failing)
+    intercept_pipelines(monkeypatch, batch, failing)
     first = await asyncio.gather(*[batch.hit(keys) for _ in range(5)], return_exceptions=True)
     then = await asyncio.gather(*queued, return_exceptions=True)
     assert [type(result) for result in first + then] == [redis.TimeoutError] * 8
@@ -532,22 +529,13 @@ async def test_a_waiter_cancelled_while_its_batch_is_out_breaks_nothing(
     keys = batch.keys(name)
     errors = _loop_errors()
     tasks: list[asyncio.Task[bool]] = []
-    client: Any = batch._client
-    pipeline = client.pipeline
 
-    def cancelling(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
+    async def cancelling(pipe: Any, execute: Execute) -> Any:
+        for task in tasks[:3]:  # their connections close while Redis works
+            task.cancel()
+        return await execute()
 
-        async def execute_then_cancel(*args: Any, **kwargs: Any) -> Any:
-            for task in tasks[:3]:  # their connections close while Redis works
-                task.cancel()
-            return await execute(*args, **kwargs)
-
-        pipe.execute = execute_then_cancel
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", cancelling)
+    intercept_pipelines(monkeypatch, batch, cancelling)
     tasks += [asyncio.create_task(_hit(batch, keys)) for _ in range(10)]
     assert await asyncio.gather(*tasks[3:]) == [True] * 7
     assert all(task.cancelled() for task in tasks[:3])
