@@ -47,10 +47,9 @@ class LocalWindow:
         """How many keys are kept (for tests: it must not grow with every user ever seen)."""
         raise NotImplementedError
 
-    def _maybe_sweep(self, now: float) -> None:
-        if now >= self._next_sweep:
-            self._next_sweep = now + self.window
-            self.sweep(now)
+    def _sweep_due(self, now: float) -> None:
+        self._next_sweep = now + self.window
+        self.sweep(now)
 
     def sweep(self, now: float) -> None:
         """Forget the keys whose windows have all expired."""
@@ -66,7 +65,8 @@ class MovingWindow(LocalWindow):
 
     def hit(self, key: str) -> bool:
         now = self.clock()
-        self._maybe_sweep(now)
+        if now >= self._next_sweep:
+            self._sweep_due(now)
         hits = self._hits.get(key)
         if hits is None:
             hits = self._hits[key] = deque()
@@ -102,7 +102,8 @@ class FixedWindow(LocalWindow):
 
     def hit(self, key: str) -> bool:
         now = self.clock()
-        self._maybe_sweep(now)
+        if now >= self._next_sweep:
+            self._sweep_due(now)
         current = self._windows.get(key)
         if current is None or now >= current[0] + self.window:
             current = self._windows[key] = [now, 0]
@@ -151,7 +152,8 @@ class SlidingWindowCounter(LocalWindow):
 
     def hit(self, key: str) -> bool:
         now = self.clock()
-        self._maybe_sweep(now)
+        if now >= self._next_sweep:
+            self._sweep_due(now)
         counts = self._current(key, now)
         if self._weighted(counts, now) + 1 > self.limit:
             return False

@@ -25,7 +25,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Final
 
@@ -203,17 +203,25 @@ class Connection:
             self.accepted = True
         elif kind == "websocket.close":
             self._mark_closed(message.get("code", 1000), message.get("reason") or "")
-        sending = self._send(message)
+        rest = self.start_sending(self._send(message), message)
+        if rest is not None:
+            await rest
+
+    def start_sending(self, sending: Awaitable[None], message: Message) -> Awaitable[None] | None:
+        """Run ``sending``, the server's send of ``message``, up to its first wait: None when
+        it finished there, else what is left to await, within ``send_timeout``.
+
+        Almost always the server has written the frame and finished at once, and no timer
+        was needed. For :class:`~wsgate.pipeline.GatePipeline`, which sends an open
+        connection's messages without a coroutine of this class in between.
+        """
         if self.send_timeout is None or type(sending) is not CoroutineType:
-            await sending
-            return
-        # Run the server's send up to its first wait. Almost always it has written the frame
-        # and finished by then, and no timer was needed.
+            return sending
         try:
             waiting_on = sending.send(None)
         except StopIteration:
-            return
-        await self._wait_for_client(sending, waiting_on, message)
+            return None
+        return self._wait_for_client(sending, waiting_on, message)
 
     async def _wait_for_client(
         self, sending: CoroutineType[Any, Any, Any], waiting_on: Any, message: Message

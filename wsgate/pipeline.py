@@ -20,8 +20,6 @@ them also uses on its own (``OriginMiddleware.check``, ``AuthMiddleware.authenti
 
 from __future__ import annotations
 
-from typing import Final
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate.backends._ratebatch import Keys
@@ -36,12 +34,6 @@ from wsgate.middleware.ratelimit import RateLimitMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
 
 __all__ = ["GatePipeline"]
-
-# What a connection's messages are dropped before, once a close policy closed it: the
-# messages the server had queued go no further than the layer that closed.
-_NOT_DRAINING: Final = 0
-_SIZE: Final = 1
-_RATE_LIMIT: Final = 2
 
 
 class GatePipeline:
@@ -93,6 +85,8 @@ class GatePipeline:
         self.heartbeat = heartbeat
         self.rate = rate
         self.format = format
+        # A text of at most this many characters is within the size limit, whatever it holds.
+        self.fits = size.max_bytes // 4
         chain = (metrics, origin, auth, limit, size, heartbeat, rate, format)
         self.layers: tuple[object, ...] = tuple(layer for layer in chain if layer is not None)
 
@@ -146,7 +140,6 @@ class _Flow:
         "_send",
         "connection",
         "counted",
-        "draining",
         "lifecycle",
         "limit_key",
         "onward",
@@ -160,7 +153,7 @@ class _Flow:
 
     # Set by the connection limit's and the rate limit's begin(), when they are configured.
     limit_key: str
-    counted: bool | None
+    counted: bool | None  # None: to be counted by the connection limit
     rate_key: str
     rate_keys: Keys
     refused: int
@@ -183,9 +176,10 @@ class _Flow:
         transmit = self.transmit
         self.connection, onward = Connection.of(scope, transmit)
         self.onward: Send | None = transmit if onward is transmit else None
-        self.draining = _NOT_DRAINING
         if pipeline.limit is not None:
             pipeline.limit.begin(self, scope)
+        else:
+            self.counted = False  # nothing to count: the app's messages take the hot path
         self.lifecycle: Lifecycle = pipeline.heartbeat.begin(self.connection, scope)
         if pipeline.rate is not None:
             pipeline.rate.begin(self, scope)
@@ -194,38 +188,37 @@ class _Flow:
 
     async def receive(self) -> Message:
         """The app's ``receive``: the next message that passes every check."""
-        # Few locals on purpose: this frame stays suspended on every idle connection.
+        # Few locals on purpose: this frame stays suspended on every idle connection. The
+        # small checks are written out here rather than called: a message pays for each
+        # call, and a server runs them with cold caches, several times slower than a loop.
         pipeline = self.pipeline
         while True:
-            if pipeline.limit is not None and pipeline.limit.must_admit(self):
-                await pipeline.limit.admit(self)
+            if self.counted is None and pipeline.limit.must_admit(self):  # type: ignore[union-attr]
+                await pipeline.limit.admit(self)  # type: ignore[union-attr]
             message = await self._receive()
             self.record.receiving(message)
             if message["type"] != "websocket.receive":
                 if message["type"] == "websocket.disconnect":
                     self.lifecycle.stop()  # even if the app lingers after the client left
                 return message
-            if pipeline.limit is not None and pipeline.limit.drops(self, message):
+            if self.connection.closed:
+                # Queued before the gate (an eviction, a size or rate refusal, a heartbeat
+                # timeout) or the app closed the connection: for nobody now.
                 continue
-            if self.draining == _SIZE:
-                continue
-            if pipeline.size.too_large(message):
-                if await pipeline.size.refuse(self.connection):
-                    self.draining = _SIZE
+            text = message.get("text")
+            if (text is None or len(text) > pipeline.fits) and pipeline.size.too_large(message):
+                await pipeline.size.refuse(self.connection)
                 continue
             frame = self.lifecycle.seen(message)
             if frame is not None:
                 await self.lifecycle.answer(frame, decoded(message))
-                continue
-            if self.draining == _RATE_LIMIT:
                 continue
             if pipeline.rate is not None:
                 allowed = pipeline.rate.allows_now(self)
                 if allowed is None:
                     allowed = await pipeline.rate.allows(self)
                 if not allowed:
-                    if await pipeline.rate.refuse(self, message):
-                        self.draining = _RATE_LIMIT
+                    await pipeline.rate.refuse(self, message)
                     continue
             if pipeline.format is not None:
                 answer = pipeline.format.check(self.connection, self.scope, message)
@@ -236,9 +229,18 @@ class _Flow:
 
     async def send(self, message: Message) -> None:
         """The app's ``send``."""
-        limit = self.pipeline.limit
-        if limit is not None and limit.must_admit(self, message):
-            await limit.admit(self)
+        if message["type"] == "websocket.send" and self.counted is not None and self.onward is None:
+            # An open connection's data frame, the hot path: to the server, counted.
+            connection = self.connection
+            if connection.closed:
+                return  # the gate closed the connection under the app
+            rest = connection.start_sending(self._send(message), message)
+            if rest is not None:
+                await rest
+            self.record.count_sent()
+            return
+        if self.counted is None and self.pipeline.limit.must_admit(self, message):  # type: ignore[union-attr]
+            await self.pipeline.limit.admit(self)  # type: ignore[union-attr]
         if self.onward is None:
             await self.connection.send(message)
         else:

@@ -63,6 +63,9 @@ _RPC_SHAPE: Final = (
 _REQUEST_ERRORS: Final = frozenset({INVALID_MESSAGE, WRONG_PROTOCOL})
 """The errors whose JSON-RPC frames carry ``data.detail``: the shape of a valid request."""
 
+_ID_TYPES: Final = (str, int)
+"""The types of a valid message ``id``; a boolean is neither (``type(True)`` is ``bool``)."""
+
 Problem = tuple[MessageError, str]
 
 
@@ -169,6 +172,16 @@ class FormatMiddleware:
         answer to await, an error frame, and the message goes no further."""
         value = decoded(message)
         if self.protocol == "json":
+            if type(value) is dict:
+                # The common case at once: {"type": "<name>", ...} with a valid "id" or none.
+                kind = value.get("type")
+                if (
+                    type(kind) is str
+                    and kind
+                    and type(value.get("id", "")) in _ID_TYPES
+                    and "jsonrpc" not in value
+                ):
+                    return None
             problem = self._json_problem(connection, scope, message, value)
         elif isinstance(value, list):
             return self._check_batch(connection, message, value)
