@@ -5,18 +5,21 @@ ASGI carries no WebSocket ping frames to the app, and a server's own keepalive (
 pings at the application level, closes idle and too-old connections, and closes a connection
 when its token expires unless the client refreshes the token in band.
 
-Each connection has at most one timer handle on the event loop's timer heap, never a task
-sleeping in a loop. A message only records the time it arrived; when the timer fires, it
-works out what is due (token expiry, max lifetime, idle timeout, a ping or a missing answer),
-acts, and re-arms itself for the next deadline.
+Each connection has at most one deadline, never a task sleeping in a loop. A message only
+records the time it arrived; when the deadline comes, the connection works out what is due
+(token expiry, max lifetime, idle timeout, a ping or a missing answer), acts, and sets its
+next deadline. The deadlines of all the connections of an event loop share one timer handle
+on the loop: a handle of its own would cost each open connection about half a kilobyte.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
+import weakref
 from typing import Any, Final
 
 import orjson
@@ -86,8 +89,8 @@ class HeartbeatMiddleware:
             verifier's leeway, so a token accepted in the handshake is not closed at once.
 
     Attributes:
-        armed_timers: How many timer handles the middleware has on the event loop: at most
-            one per open connection, 0 once every connection has ended.
+        armed_timers: How many deadlines the middleware's connections have set: at most one
+            per open connection, 0 once every connection has ended.
     """
 
     def __init__(
@@ -163,9 +166,9 @@ class Lifecycle:
         "connection",
         "credentials",
         "ends",
+        "entry",
         "expires",
         "gate",
-        "handle",
         "last_active",
         "last_seen",
         "loop",
@@ -179,7 +182,7 @@ class Lifecycle:
         self.gate = gate
         self.connection = connection
         self.loop = asyncio.get_running_loop()
-        self.handle: asyncio.TimerHandle | None = None
+        self.entry: _Entry | None = None  # the next deadline
         self.waiting = True  # for the app's accept, which starts the clocks
         user = scope.get("user")
         self.user = user if isinstance(user, GateUser) else None
@@ -372,22 +375,23 @@ class Lifecycle:
         self._cancel()
 
     def _cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
+        entry = self.entry
+        if entry is not None:
+            self.entry = None
+            _timers(self.loop).cancel(entry)
             self.gate.armed_timers -= 1
 
     def _arm(self) -> None:
-        """Make the timer fire at the next deadline, or earlier; no deadline, no timer."""
+        """Set the deadline to the next one, or earlier; none, no deadline."""
         if self.connection.closed:
-            return  # nothing left to time; stop() cancels what is still armed
+            return  # nothing left to time; stop() cancels what is still set
         deadline = self._next_deadline()
-        if self.handle is not None:
-            if deadline is not None and self.handle.when() <= deadline:
-                return  # it fires first, and re-arms for the rest
+        if self.entry is not None:
+            if deadline is not None and self.entry.when <= deadline:
+                return  # it comes first, and sets the next one then
             self._cancel()
         if deadline is not None:
-            self.handle = self.loop.call_at(deadline, self._fire)
+            self.entry = _timers(self.loop).add(deadline, self)
             self.gate.armed_timers += 1
 
     def _next_deadline(self) -> float | None:
@@ -402,8 +406,9 @@ class Lifecycle:
                 deadlines.append(self.ping_sent + gate.timeout)
         return min(deadlines, default=None)
 
-    def _fire(self) -> None:
-        self.handle = None
+    def fire(self) -> None:
+        """The deadline came: act on what is due, then set the next deadline."""
+        self.entry = None
         self.gate.armed_timers -= 1
         connection = self.connection
         if connection.closed:
@@ -443,6 +448,92 @@ class Lifecycle:
         self.pings += 1
         ping = {"jsonrpc": "2.0", "id": f"{PING_ID_PREFIX}{self.pings}", "method": "ping"}
         return orjson.dumps(ping).decode()
+
+
+class _Entry:
+    """A connection's deadline in a :class:`_Timers` heap; cancelled, it holds no lifecycle."""
+
+    __slots__ = ("lifecycle", "when")
+
+    def __init__(self, when: float, lifecycle: Lifecycle) -> None:
+        self.when = when
+        self.lifecycle: Lifecycle | None = lifecycle
+
+    def __lt__(self, other: _Entry) -> bool:
+        return self.when < other.when
+
+
+class _Timers:
+    """The deadlines of one event loop's connections, behind one timer handle.
+
+    A cancelled deadline stays in the heap, emptied, until it comes up or the heap is
+    rebuilt: that happens once the cancelled outnumber the live, so the heap never holds
+    more than about twice as many entries as there are deadlines.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.heap: list[_Entry] = []
+        self.cancelled = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, when: float, lifecycle: Lifecycle) -> _Entry:
+        entry = _Entry(when, lifecycle)
+        heapq.heappush(self.heap, entry)
+        if self.handle is None or when < self.handle.when():
+            self._schedule(when)
+        return entry
+
+    def cancel(self, entry: _Entry) -> None:
+        entry.lifecycle = None  # the connection can be freed now, not at the deadline
+        self.cancelled += 1
+        if self.cancelled > _REBUILD_AFTER and 2 * self.cancelled > len(self.heap):
+            self.heap = [entry for entry in self.heap if entry.lifecycle is not None]
+            heapq.heapify(self.heap)
+            self.cancelled = 0
+            if not self.heap and self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+
+    def _schedule(self, when: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.handle = self.loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        # The loop may run a timer up to its clock's resolution early: what falls due that
+        # soon is due now, or the timer would fire again and again until it is.
+        due = self.loop.time() + _EARLY
+        heap, now_due = self.heap, []
+        while heap and heap[0].when <= due:
+            lifecycle = heapq.heappop(heap).lifecycle
+            if lifecycle is None:
+                self.cancelled -= 1
+            else:
+                now_due.append(lifecycle)
+        for lifecycle in now_due:
+            try:
+                lifecycle.fire()
+            except Exception:  # one connection's failure must not stop the others' timers
+                logger.exception("the heartbeat of connection %s failed", lifecycle.connection.id)
+        if heap and self.handle is None:
+            self._schedule(heap[0].when)
+
+
+_REBUILD_AFTER: Final = 64
+"""Cancelled deadlines a heap keeps before it may be rebuilt without them."""
+_loop_timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
+    """The deadlines of ``loop``'s connections."""
+    timers = _loop_timers.get(loop)
+    if timers is None:
+        timers = _loop_timers[loop] = _Timers(loop)
+    return timers
 
 
 def _well_formed(value: dict[str, Any]) -> bool:
