@@ -8,6 +8,7 @@ user's cookies (cross-site WebSocket hijacking). This middleware refuses handsha
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -107,6 +108,9 @@ class OriginMiddleware:
         return any(pattern.fullmatch(origin) for pattern in self.patterns)
 
 
+# A server sees few distinct origins, and each handshake would parse its origin again: the
+# answers are kept, at most 1,024 of them, the least recently used going first.
+@functools.lru_cache(maxsize=1024)
 def normalise_origin(raw: bytes) -> str | None:
     """The canonical form of an Origin header value, or None if it is not a valid origin.
 
