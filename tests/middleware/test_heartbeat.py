@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from wsgate import (
     refusals,
 )
 from wsgate.connection import Connection
-from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware
+from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware, _timers
 from wsgate.testing import LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -703,3 +704,95 @@ def test_options_are_kept_as_seconds() -> None:
     assert middleware.idle_timeout is None
     assert middleware.max_lifetime is None
     assert middleware.armed_timers == 0
+
+
+# The shared timer: the deadlines of a loop's connections behind one handle.
+
+
+class _Fired:
+    """The names of the deadlines that came, in order; ``done`` once ``expected`` came."""
+
+    def __init__(self, expected: int) -> None:
+        self.names: list[str] = []
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    def due(self, name: str) -> Any:
+        """A stand-in for a connection's lifecycle, whose deadline records ``name``."""
+        fired = self
+
+        class Due:
+            def fire(self) -> None:
+                fired.names.append(name)
+                if len(fired.names) == fired.expected:
+                    fired.done.set()
+
+        return Due()
+
+
+def _run_on(loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Any) -> None:
+    loop = loop_factory()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), timeout=5))
+    finally:
+        loop.close()
+
+
+LOOPS = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+if importlib.util.find_spec("uvloop"):
+    import uvloop
+
+    LOOPS.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_deadlines_fire_in_order_even_when_already_past(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    # uvloop answers call_at() for a moment already past with a Handle that has no when().
+    fired: _Fired
+
+    async def main() -> None:
+        nonlocal fired
+        fired = _Fired(expected=3)
+        loop = asyncio.get_running_loop()
+        timers = _timers(loop)
+        now = loop.time()
+        timers.add(now + 0.05, fired.due("later"))
+        timers.add(now - 1.0, fired.due("past"))
+        timers.add(now + 0.01, fired.due("soon"))
+        await fired.done.wait()  # bounded by _run_on's timeout
+
+    _run_on(loop_factory, main)
+    assert fired.names == ["past", "soon", "later"]
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_cancelled_deadlines_never_fire_and_the_heap_stays_bounded(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    fired: _Fired
+    sizes: list[int] = []
+
+    async def main() -> None:
+        nonlocal fired
+        fired = _Fired(expected=10)
+        loop = asyncio.get_running_loop()
+        timers = _timers(loop)
+        now = loop.time()
+        entries = [timers.add(now + 0.05, fired.due(str(n))) for n in range(300)]
+        for entry in entries[:290]:
+            timers.cancel(entry)
+            sizes.append(len(timers.heap))
+        assert all(entry.lifecycle is None for entry in entries[:290])  # freed at once
+        await fired.done.wait()
+        # A last deadline after them all: when it comes, every earlier one has had its turn.
+        last = _Fired(expected=1)
+        timers.add(loop.time() + 0.01, last.due("last"))
+        await last.done.wait()
+
+    _run_on(loop_factory, main)
+    assert sorted(fired.names, key=int) == [str(n) for n in range(290, 300)]
+    # Rebuilt whenever the cancelled outnumbered the live: never more than twice the live.
+    assert max(size - (300 - cancelled) for cancelled, size in enumerate(sizes, 1)) <= 300
+    assert sizes[-1] <= 2 * 10 + 64

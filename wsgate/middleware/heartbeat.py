@@ -475,12 +475,15 @@ class _Timers:
         self.loop = loop
         self.heap: list[_Entry] = []
         self.cancelled = 0
-        self.handle: asyncio.TimerHandle | None = None
+        # uvloop answers call_at() for a past moment with a plain Handle, which has no
+        # when(): the moment is kept here.
+        self.handle: asyncio.Handle | None = None
+        self.at = 0.0
 
     def add(self, when: float, lifecycle: Lifecycle) -> _Entry:
         entry = _Entry(when, lifecycle)
         heapq.heappush(self.heap, entry)
-        if self.handle is None or when < self.handle.when():
+        if self.handle is None or when < self.at:
             self._schedule(when)
         return entry
 
@@ -499,6 +502,7 @@ class _Timers:
         if self.handle is not None:
             self.handle.cancel()
         self.handle = self.loop.call_at(when, self._fire)
+        self.at = when
 
     def _fire(self) -> None:
         self.handle = None
