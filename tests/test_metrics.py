@@ -78,9 +78,13 @@ async def test_connections_and_messages_are_counted(tokens: TokenFactory) -> Non
             for n in range(3):
                 await ws.send_json({"type": "echo", "payload": n})
                 assert (await ws.receive_json())["payload"] == n
+            # An open connection's messages are in the figures already, not at its end.
+            await eventually(lambda: gate.stats()["messages_sent"] == 3)
             stats = gate.stats()
             assert stats["connections_opened"] == 1
             assert stats["connections_active"] == 1
+            assert stats["messages_received"] == 3
+            assert stats["endpoints"]["/ws"]["messages_received"] == 3
         await eventually(closed(gate, 1))
     stats = gate.stats()
     endpoint = stats["endpoints"]["/ws"]

@@ -182,6 +182,38 @@ class _Value:
         self.value -= amount
 
 
+class _Tally:
+    """A message counter: what the connections that ended counted, plus what the open ones
+    have counted so far, read when the value is. Each message then costs its connection one
+    field increment (``record.received += 1``), and nothing here."""
+
+    __slots__ = ("done", "field", "live")
+
+    def __init__(self, field: str) -> None:
+        self.done = 0
+        self.field = field
+        self.live: set[ConnectionRecord] = set()
+
+    @property
+    def value(self) -> float:
+        field = self.field
+        # list() copies the set at once, under the GIL: a scrape may run in another thread.
+        counts: list[int] = [getattr(record, field) for record in list(self.live)]
+        return self.done + sum(counts)
+
+    def track(self, record: ConnectionRecord) -> None:
+        self.live.add(record)
+
+    def settle(self, record: ConnectionRecord) -> None:
+        if record in self.live:
+            self.live.remove(record)
+            self.done += getattr(record, self.field)
+
+
+# The message counters are tallies, and which field of a connection's record each sums.
+_TALLIED: Final = {"messages_received": "received", "messages_sent": "sent"}
+
+
 class _Summary:
     """A histogram in memory: how many observations, and their sum."""
 
@@ -279,7 +311,9 @@ class Metrics:
         """Release what the metrics hold; the gate calls it from ``aclose()``."""
 
     def _new_series(self, family: Family, endpoint: str, reason: str) -> Any:
-        return _Summary() if family.kind == "histogram" else _Value()
+        if family.kind == "histogram":
+            return _Summary()
+        return _counter(family)
 
 
 class PrometheusMetrics(Metrics):
@@ -403,9 +437,14 @@ class PrometheusMetrics(Metrics):
         child = self._families[family.key].labels(*labels)
         if family.kind == "histogram":
             return _Observed(child)
-        series = _Value()
+        series = _counter(family)
         self._published.append(_Published(series, child, gauge=family.kind == "gauge"))
         return series
+
+
+def _counter(family: Family) -> _Value | _Tally:
+    tallied = _TALLIED.get(family.key)
+    return _Value() if tallied is None else _Tally(tallied)
 
 
 class _Published:
@@ -413,7 +452,7 @@ class _Published:
 
     __slots__ = ("child", "done", "gauge", "series")
 
-    def __init__(self, series: _Value, child: Any, *, gauge: bool) -> None:
+    def __init__(self, series: _Value | _Tally, child: Any, *, gauge: bool) -> None:
         self.series = series
         self.child = child
         self.gauge = gauge
@@ -509,8 +548,8 @@ class EndpointMetrics:
         self.opened: Counter = bind("connections_opened", endpoint)
         self.active: Gauge = bind("connections_active", endpoint)
         self.evictions: Counter = bind("evictions", endpoint)
-        self.received: Counter = bind("messages_received", endpoint)
-        self.sent: Counter = bind("messages_sent", endpoint)
+        self.received: _Tally = bind("messages_received", endpoint)
+        self.sent: _Tally = bind("messages_sent", endpoint)
         self.auth_duration: Histogram = bind("auth_duration_seconds", endpoint)
         self.auth_failures: Counter = bind("auth_failures", endpoint)
         # Every reason the gate knows starts at zero, so that rate() sees its first event.
@@ -602,7 +641,6 @@ class ConnectionRecord:
         kind = message["type"]
         if kind == "websocket.receive":
             self.received += 1
-            self.series.received.inc()
         elif kind == "websocket.disconnect" and self.closed_by is None:
             self.closed_by = "client"
             self.close_code = message.get("code", 1005)
@@ -629,7 +667,6 @@ class ConnectionRecord:
     def count_sent(self) -> None:
         """A ``websocket.send`` went out."""
         self.sent += 1
-        self.series.sent.inc()
 
     def refused(self, reason: str) -> None:
         """The handshake is refused with ``reason``; the app will never run."""
@@ -717,6 +754,8 @@ class MetricsMiddleware:
     def open(self, scope: Scope) -> ConnectionRecord:
         """Start the record of a new connection, in ``scope["wsgate.metrics"]``."""
         record = ConnectionRecord(self.series)
+        self.series.received.track(record)
+        self.series.sent.track(record)
         scope[METRICS_KEY] = record
         self.metrics.watch()
         return record
@@ -724,9 +763,11 @@ class MetricsMiddleware:
     def finish(self, scope: Scope, record: ConnectionRecord, failed: bool) -> None:
         """Count the end of a connection and log its line; ``failed`` when the app raised."""
         connection, record.connection = record.connection, None  # no cycle left behind
+        series = self.series
+        series.received.settle(record)
+        series.sent.settle(record)
         if record.refusal is not None:
             return  # refuse() counted and logged it
-        series = self.series
         if not record.opened:
             if record.closed_by == "server":  # the app closed the handshake: the server's 403
                 report_refusal(scope, APP, close_code=None, http_status=403)

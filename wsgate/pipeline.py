@@ -196,11 +196,12 @@ class _Flow:
             if self.counted is None and pipeline.limit.must_admit(self):  # type: ignore[union-attr]
                 await pipeline.limit.admit(self)  # type: ignore[union-attr]
             message = await self._receive()
-            self.record.receiving(message)
             if message["type"] != "websocket.receive":
+                self.record.receiving(message)
                 if message["type"] == "websocket.disconnect":
                     self.lifecycle.stop()  # even if the app lingers after the client left
                 return message
+            self.record.received += 1  # what record.receiving() does for a message
             if self.connection.closed:
                 # Queued before the gate (an eviction, a size or rate refusal, a heartbeat
                 # timeout) or the app closed the connection: for nobody now.
@@ -237,7 +238,7 @@ class _Flow:
             rest = connection.start_sending(self._send(message), message)
             if rest is not None:
                 await rest
-            self.record.count_sent()
+            self.record.sent += 1  # what record.count_sent() does
             return
         if self.counted is None and self.pipeline.limit.must_admit(self, message):  # type: ignore[union-attr]
             await self.pipeline.limit.admit(self)  # type: ignore[union-attr]
