@@ -185,14 +185,17 @@ class _Value:
 class _Tally:
     """A message counter: what the connections that ended counted, plus what the open ones
     have counted so far, read when the value is. Each message then costs its connection one
-    field increment (``record.received += 1``), and nothing here."""
+    field increment (``record.received += 1``), and nothing here.
+
+    The tallies of an endpoint share one set of its open connections' records.
+    """
 
     __slots__ = ("done", "field", "live")
 
-    def __init__(self, field: str) -> None:
+    def __init__(self, field: str, live: set[ConnectionRecord]) -> None:
         self.done = 0
         self.field = field
-        self.live: set[ConnectionRecord] = set()
+        self.live = live
 
     @property
     def value(self) -> float:
@@ -202,12 +205,13 @@ class _Tally:
         return self.done + sum(counts)
 
     def track(self, record: ConnectionRecord) -> None:
+        """Count ``record``'s messages from now on, while it is open."""
         self.live.add(record)
 
     def settle(self, record: ConnectionRecord) -> None:
-        if record in self.live:
-            self.live.remove(record)
-            self.done += getattr(record, self.field)
+        """Add what the ended connection of ``record`` counted; once per tally and record."""
+        self.live.discard(record)
+        self.done += getattr(record, self.field)
 
 
 # The message counters are tallies, and which field of a connection's record each sums.
@@ -247,6 +251,7 @@ class Metrics:
         self.started = time.monotonic()
         self._series: dict[tuple[str, str, str], Any] = {}
         self._endpoints: dict[str, EndpointMetrics] = {}
+        self._live: dict[str, set[ConnectionRecord]] = {}
 
     @property
     def uptime(self) -> float:
@@ -313,7 +318,11 @@ class Metrics:
     def _new_series(self, family: Family, endpoint: str, reason: str) -> Any:
         if family.kind == "histogram":
             return _Summary()
-        return _counter(family)
+        return _counter(family, self._live_records(endpoint))
+
+    def _live_records(self, endpoint: str) -> set[ConnectionRecord]:
+        """The records of the endpoint's open connections, which its tallies share."""
+        return self._live.setdefault(endpoint, set())
 
 
 class PrometheusMetrics(Metrics):
@@ -437,14 +446,14 @@ class PrometheusMetrics(Metrics):
         child = self._families[family.key].labels(*labels)
         if family.kind == "histogram":
             return _Observed(child)
-        series = _counter(family)
+        series = _counter(family, self._live_records(endpoint))
         self._published.append(_Published(series, child, gauge=family.kind == "gauge"))
         return series
 
 
-def _counter(family: Family) -> _Value | _Tally:
+def _counter(family: Family, live: set[ConnectionRecord]) -> _Value | _Tally:
     tallied = _TALLIED.get(family.key)
-    return _Value() if tallied is None else _Tally(tallied)
+    return _Value() if tallied is None else _Tally(tallied, live)
 
 
 class _Published:
@@ -754,8 +763,7 @@ class MetricsMiddleware:
     def open(self, scope: Scope) -> ConnectionRecord:
         """Start the record of a new connection, in ``scope["wsgate.metrics"]``."""
         record = ConnectionRecord(self.series)
-        self.series.received.track(record)
-        self.series.sent.track(record)
+        self.series.received.track(record)  # the sent tally shares the set
         scope[METRICS_KEY] = record
         self.metrics.watch()
         return record
