@@ -182,42 +182,6 @@ class _Value:
         self.value -= amount
 
 
-class _Tally:
-    """A message counter: what the connections that ended counted, plus what the open ones
-    have counted so far, read when the value is. Each message then costs its connection one
-    field increment (``record.received += 1``), and nothing here.
-
-    The tallies of an endpoint share one set of its open connections' records.
-    """
-
-    __slots__ = ("done", "field", "live")
-
-    def __init__(self, field: str, live: set[ConnectionRecord]) -> None:
-        self.done = 0
-        self.field = field
-        self.live = live
-
-    @property
-    def value(self) -> float:
-        field = self.field
-        # list() copies the set at once, under the GIL: a scrape may run in another thread.
-        counts: list[int] = [getattr(record, field) for record in list(self.live)]
-        return self.done + sum(counts)
-
-    def track(self, record: ConnectionRecord) -> None:
-        """Count ``record``'s messages from now on, while it is open."""
-        self.live.add(record)
-
-    def settle(self, record: ConnectionRecord) -> None:
-        """Add what the ended connection of ``record`` counted; once per tally and record."""
-        self.live.discard(record)
-        self.done += getattr(record, self.field)
-
-
-# The message counters are tallies, and which field of a connection's record each sums.
-_TALLIED: Final = {"messages_received": "received", "messages_sent": "sent"}
-
-
 class _Summary:
     """A histogram in memory: how many observations, and their sum."""
 
@@ -251,7 +215,6 @@ class Metrics:
         self.started = time.monotonic()
         self._series: dict[tuple[str, str, str], Any] = {}
         self._endpoints: dict[str, EndpointMetrics] = {}
-        self._live: dict[str, set[ConnectionRecord]] = {}
 
     @property
     def uptime(self) -> float:
@@ -316,13 +279,7 @@ class Metrics:
         """Release what the metrics hold; the gate calls it from ``aclose()``."""
 
     def _new_series(self, family: Family, endpoint: str, reason: str) -> Any:
-        if family.kind == "histogram":
-            return _Summary()
-        return _counter(family, self._live_records(endpoint))
-
-    def _live_records(self, endpoint: str) -> set[ConnectionRecord]:
-        """The records of the endpoint's open connections, which its tallies share."""
-        return self._live.setdefault(endpoint, set())
+        return _Summary() if family.kind == "histogram" else _Value()
 
 
 class PrometheusMetrics(Metrics):
@@ -446,14 +403,9 @@ class PrometheusMetrics(Metrics):
         child = self._families[family.key].labels(*labels)
         if family.kind == "histogram":
             return _Observed(child)
-        series = _counter(family, self._live_records(endpoint))
+        series = _Value()
         self._published.append(_Published(series, child, gauge=family.kind == "gauge"))
         return series
-
-
-def _counter(family: Family, live: set[ConnectionRecord]) -> _Value | _Tally:
-    tallied = _TALLIED.get(family.key)
-    return _Value() if tallied is None else _Tally(tallied, live)
 
 
 class _Published:
@@ -461,7 +413,7 @@ class _Published:
 
     __slots__ = ("child", "done", "gauge", "series")
 
-    def __init__(self, series: _Value | _Tally, child: Any, *, gauge: bool) -> None:
+    def __init__(self, series: _Value, child: Any, *, gauge: bool) -> None:
         self.series = series
         self.child = child
         self.gauge = gauge
@@ -557,8 +509,9 @@ class EndpointMetrics:
         self.opened: Counter = bind("connections_opened", endpoint)
         self.active: Gauge = bind("connections_active", endpoint)
         self.evictions: Counter = bind("evictions", endpoint)
-        self.received: _Tally = bind("messages_received", endpoint)
-        self.sent: _Tally = bind("messages_sent", endpoint)
+        # Counted on every message: in memory always (_Value), whatever the metrics publish to.
+        self.received: _Value = bind("messages_received", endpoint)
+        self.sent: _Value = bind("messages_sent", endpoint)
         self.auth_duration: Histogram = bind("auth_duration_seconds", endpoint)
         self.auth_failures: Counter = bind("auth_failures", endpoint)
         # Every reason the gate knows starts at zero, so that rate() sees its first event.
@@ -650,6 +603,7 @@ class ConnectionRecord:
         kind = message["type"]
         if kind == "websocket.receive":
             self.received += 1
+            self.series.received.value += 1  # what inc() does, without the call
         elif kind == "websocket.disconnect" and self.closed_by is None:
             self.closed_by = "client"
             self.close_code = message.get("code", 1005)
@@ -676,6 +630,7 @@ class ConnectionRecord:
     def count_sent(self) -> None:
         """A ``websocket.send`` went out."""
         self.sent += 1
+        self.series.sent.value += 1
 
     def refused(self, reason: str) -> None:
         """The handshake is refused with ``reason``; the app will never run."""
@@ -763,7 +718,6 @@ class MetricsMiddleware:
     def open(self, scope: Scope) -> ConnectionRecord:
         """Start the record of a new connection, in ``scope["wsgate.metrics"]``."""
         record = ConnectionRecord(self.series)
-        self.series.received.track(record)  # the sent tally shares the set
         scope[METRICS_KEY] = record
         self.metrics.watch()
         return record
@@ -771,11 +725,9 @@ class MetricsMiddleware:
     def finish(self, scope: Scope, record: ConnectionRecord, failed: bool) -> None:
         """Count the end of a connection and log its line; ``failed`` when the app raised."""
         connection, record.connection = record.connection, None  # no cycle left behind
-        series = self.series
-        series.received.settle(record)
-        series.sent.settle(record)
         if record.refusal is not None:
             return  # refuse() counted and logged it
+        series = self.series
         if not record.opened:
             if record.closed_by == "server":  # the app closed the handshake: the server's 403
                 report_refusal(scope, APP, close_code=None, http_status=403)

@@ -201,7 +201,9 @@ class _Flow:
                 if message["type"] == "websocket.disconnect":
                     self.lifecycle.stop()  # even if the app lingers after the client left
                 return message
-            self.record.received += 1  # what record.receiving() does for a message
+            # What record.receiving() does for a message, in line (and no local: see above).
+            self.record.received += 1
+            self.record.series.received.value += 1
             if self.connection.closed:
                 # Queued before the gate (an eviction, a size or rate refusal, a heartbeat
                 # timeout) or the app closed the connection: for nobody now.
@@ -238,7 +240,9 @@ class _Flow:
             rest = connection.start_sending(self._send(message), message)
             if rest is not None:
                 await rest
-            self.record.sent += 1  # what record.count_sent() does
+            record = self.record  # what record.count_sent() does, in line
+            record.sent += 1
+            record.series.sent.value += 1
             return
         if self.counted is None and self.pipeline.limit.must_admit(self, message):  # type: ignore[union-attr]
             await self.pipeline.limit.admit(self)  # type: ignore[union-attr]
