@@ -9,7 +9,6 @@ types for the time claims, and no exception escaping other than the documented o
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 import time
@@ -38,6 +37,7 @@ _CURVES = {
 }
 _MIN_SECRET_BYTES = 32
 _COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class JWTVerifier:
@@ -291,10 +291,14 @@ def _construct(key: Any, alg: str, what: str) -> Any:
 
 
 def _unpadded(segment: bytes, what: str) -> bytes:
-    """A base64url segment of a compact JWS, which leaves out the padding, decoded."""
+    """A base64url segment of a compact JWS, which leaves out the padding, decoded.
+
+    The token matched ``_COMPACT_JWS``, so the segment holds only base64url characters:
+    binascii decodes it directly, without base64.urlsafe_b64decode's checks and copies.
+    """
     try:
-        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(segment.translate(_FROM_URLSAFE) + b"=" * (-len(segment) % 4))
+    except binascii.Error:
         raise InvalidToken(f"the {what} is not base64url") from None
 
 
