@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -796,3 +798,23 @@ def test_cancelled_deadlines_never_fire_and_the_heap_stays_bounded(
     # Rebuilt whenever the cancelled outnumbered the live: never more than twice the live.
     assert max(size - (300 - cancelled) for cancelled, size in enumerate(sizes, 1)) <= 300
     assert sizes[-1] <= 2 * 10 + 64
+
+
+@pytest.mark.parametrize("loop_factory", LOOPS)
+def test_a_closed_loop_is_not_kept_alive_by_its_deadlines(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    loop = loop_factory()
+    fired = _Fired(expected=1)
+
+    async def main() -> None:
+        running = asyncio.get_running_loop()
+        _timers(running).add(running.time() + 3600, fired.due("never"))  # pending at the close
+
+    loop.run_until_complete(main())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
+    assert fired.names == []

@@ -472,18 +472,20 @@ class _Timers:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the loop holds this object (through its timer handle), and a closed loop
+        # must not be kept alive by the deadlines it left behind.
+        self.loop = weakref.ref(loop)
         self.heap: list[_Entry] = []
         self.cancelled = 0
-        # uvloop answers call_at() for a past moment with a plain Handle, which has no
-        # when(): the moment is kept here.
-        self.handle: asyncio.Handle | None = None
+        # The timer handle, weakly too (a handle holds its loop), and its moment: uvloop
+        # answers call_at() for a past moment with a plain Handle, which has no when().
+        self.handle: weakref.ref[asyncio.Handle] | None = None
         self.at = 0.0
 
     def add(self, when: float, lifecycle: Lifecycle) -> _Entry:
         entry = _Entry(when, lifecycle)
         heapq.heappush(self.heap, entry)
-        if self.handle is None or when < self.at:
+        if self._handle() is None or when < self.at:
             self._schedule(when)
         return entry
 
@@ -494,21 +496,34 @@ class _Timers:
             self.heap = [entry for entry in self.heap if entry.lifecycle is not None]
             heapq.heapify(self.heap)
             self.cancelled = 0
-            if not self.heap and self.handle is not None:
-                self.handle.cancel()
-                self.handle = None
+            if not self.heap:
+                self._cancel_handle()
+
+    def _handle(self) -> asyncio.Handle | None:
+        """The pending timer handle, if any (the loop holds it until it runs)."""
+        return self.handle() if self.handle is not None else None
+
+    def _cancel_handle(self) -> None:
+        handle = self._handle()
+        if handle is not None:
+            handle.cancel()
+        self.handle = None
 
     def _schedule(self, when: float) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-        self.handle = self.loop.call_at(when, self._fire)
-        self.at = when
+        self._cancel_handle()
+        loop = self.loop()
+        if loop is not None and not loop.is_closed():
+            self.handle = weakref.ref(loop.call_at(when, self._fire))
+            self.at = when
 
     def _fire(self) -> None:
         self.handle = None
         # The loop may run a timer up to its clock's resolution early: what falls due that
         # soon is due now, or the timer would fire again and again until it is.
-        due = self.loop.time() + _EARLY
+        loop = self.loop()
+        if loop is None:
+            return
+        due = loop.time() + _EARLY
         heap, now_due = self.heap, []
         while heap and heap[0].when <= due:
             lifecycle = heapq.heappop(heap).lifecycle
@@ -521,7 +536,7 @@ class _Timers:
                 lifecycle.fire()
             except Exception:  # one connection's failure must not stop the others' timers
                 logger.exception("the heartbeat of connection %s failed", lifecycle.connection.id)
-        if heap and self.handle is None:
+        if heap and self._handle() is None:
             self._schedule(heap[0].when)
 
 
@@ -534,10 +549,17 @@ _loop_timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = (
 
 def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
     """The deadlines of ``loop``'s connections."""
-    timers = _loop_timers.get(loop)
-    if timers is None:
-        timers = _loop_timers[loop] = _Timers(loop)
+    global _last_timers
+    timers = _last_timers
+    if timers is None or timers.loop() is not loop:  # a server runs one loop: rarely true
+        timers = _loop_timers.get(loop)
+        if timers is None:
+            timers = _loop_timers[loop] = _Timers(loop)
+        _last_timers = timers
     return timers
+
+
+_last_timers: _Timers | None = None
 
 
 def _well_formed(value: dict[str, Any]) -> bool:
