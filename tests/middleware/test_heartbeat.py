@@ -33,7 +33,7 @@ from wsgate import (
     refusals,
 )
 from wsgate.connection import Connection
-from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware, _timers
+from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware, _Timers
 from wsgate.testing import LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -730,6 +730,11 @@ class _Fired:
                     fired.done.set()
 
         return Due()
+
+
+def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
+    """The deadlines of a new heartbeat layer's connections on ``loop``."""
+    return HeartbeatMiddleware(PlainTextResponse("unused"))._timers(loop)
 
 
 def _run_on(loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Any) -> None:

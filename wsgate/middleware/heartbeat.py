@@ -119,6 +119,11 @@ class HeartbeatMiddleware:
         self.verifier = verifier
         self.leeway = _options.seconds("leeway", leeway)
         self.armed_timers = 0
+        # The deadlines of this layer's connections, per event loop; a server runs one.
+        self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last_deadlines: _Timers | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -151,6 +156,16 @@ class HeartbeatMiddleware:
     def begin(self, connection: Connection, scope: Scope) -> Lifecycle:
         """The lifecycle of a new connection; its clocks start at the app's accept."""
         return Lifecycle(self, connection, scope)
+
+    def _timers(self, loop: asyncio.AbstractEventLoop) -> _Timers:
+        """The deadlines of this layer's connections on ``loop``."""
+        timers = self._last_deadlines
+        if timers is None or timers.loop() is not loop:
+            timers = self._deadlines.get(loop)
+            if timers is None:
+                timers = self._deadlines[loop] = _Timers(loop)
+            self._last_deadlines = timers
+        return timers
 
 
 class Lifecycle:
@@ -378,7 +393,7 @@ class Lifecycle:
         entry = self.entry
         if entry is not None:
             self.entry = None
-            _timers(self.loop).cancel(entry)
+            self.gate._timers(self.loop).cancel(entry)
             self.gate.armed_timers -= 1
 
     def _arm(self) -> None:
@@ -391,7 +406,7 @@ class Lifecycle:
                 return  # it comes first, and sets the next one then
             self._cancel()
         if deadline is not None:
-            self.entry = _timers(self.loop).add(deadline, self)
+            self.entry = self.gate._timers(self.loop).add(deadline, self)
             self.gate.armed_timers += 1
 
     def _next_deadline(self) -> float | None:
@@ -464,7 +479,7 @@ class _Entry:
 
 
 class _Timers:
-    """The deadlines of one event loop's connections, behind one timer handle.
+    """The deadlines of a layer's connections on one event loop, behind one timer handle.
 
     A cancelled deadline stays in the heap, emptied, until it comes up or the heap is
     rebuilt: that happens once the cancelled outnumber the live, so the heap never holds
@@ -542,24 +557,6 @@ class _Timers:
 
 _REBUILD_AFTER: Final = 64
 """Cancelled deadlines a heap keeps before it may be rebuilt without them."""
-_loop_timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
-    """The deadlines of ``loop``'s connections."""
-    global _last_timers
-    timers = _last_timers
-    if timers is None or timers.loop() is not loop:  # a server runs one loop: rarely true
-        timers = _loop_timers.get(loop)
-        if timers is None:
-            timers = _loop_timers[loop] = _Timers(loop)
-        _last_timers = timers
-    return timers
-
-
-_last_timers: _Timers | None = None
 
 
 def _well_formed(value: dict[str, Any]) -> bool:
