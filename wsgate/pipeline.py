@@ -86,7 +86,7 @@ class GatePipeline:
         self.rate = rate
         self.format = format
         # A text of at most this many characters is within the size limit, whatever it holds.
-        self.fits = size.max_bytes // 4
+        self._fits = size.max_bytes // 4
         chain = (metrics, origin, auth, limit, size, heartbeat, rate, format)
         self.layers: tuple[object, ...] = tuple(layer for layer in chain if layer is not None)
 
@@ -193,8 +193,8 @@ class _Flow:
         # call, and a server runs them with cold caches, several times slower than a loop.
         pipeline = self.pipeline
         while True:
-            if self.counted is None and pipeline.limit.must_admit(self):  # type: ignore[union-attr]
-                await pipeline.limit.admit(self)  # type: ignore[union-attr]
+            if self.counted is None and pipeline.limit and pipeline.limit.must_admit(self):
+                await pipeline.limit.admit(self)
             message = await self._receive()
             if message["type"] != "websocket.receive":
                 self.record.receiving(message)
@@ -209,7 +209,7 @@ class _Flow:
                 # timeout) or the app closed the connection: for nobody now.
                 continue
             text = message.get("text")
-            if (text is None or len(text) > pipeline.fits) and pipeline.size.too_large(message):
+            if (text is None or len(text) > pipeline._fits) and pipeline.size.too_large(message):
                 await pipeline.size.refuse(self.connection)
                 continue
             frame = self.lifecycle.seen(message)
@@ -244,8 +244,9 @@ class _Flow:
             record.sent += 1
             record.series.sent.value += 1
             return
-        if self.counted is None and self.pipeline.limit.must_admit(self, message):  # type: ignore[union-attr]
-            await self.pipeline.limit.admit(self)  # type: ignore[union-attr]
+        limit = self.pipeline.limit
+        if self.counted is None and limit and limit.must_admit(self, message):
+            await limit.admit(self)
         if self.onward is None:
             await self.connection.send(message)
         else:
