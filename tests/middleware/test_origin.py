@@ -14,7 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from wsgate import ConfigurationError, OriginMiddleware
-from wsgate.middleware.origin import normalise_origin
+from wsgate.middleware.origin import _remembered, normalise_origin
 from wsgate.testing import HandshakeRejected, LiveServer, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -329,3 +329,16 @@ async def test_http_requests_pass_through_untouched(server: LiveServer) -> None:
     assert response.text == "hello https://evil.io"
     assert missing.status_code == 200
     assert missing.text == "hello None"
+
+
+def test_answers_are_remembered_for_short_origins_only() -> None:
+    short = b"https://remembered.example"
+    long = b"https://" + b"a" * 300 + b".example"
+    _remembered.cache_clear()
+    assert normalise_origin(short) == "https://remembered.example"
+    assert normalise_origin(short) == "https://remembered.example"
+    assert _remembered.cache_info().hits == 1
+    # A long value is answered alike, but never kept: clients cannot fill the memory with them.
+    assert normalise_origin(long) == long.decode()
+    assert normalise_origin(long + b"/path") is None
+    assert _remembered.cache_info().currsize == 1

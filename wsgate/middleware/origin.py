@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from typing import Final
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -108,15 +109,23 @@ class OriginMiddleware:
         return any(pattern.fullmatch(origin) for pattern in self.patterns)
 
 
-# A server sees few distinct origins, and each handshake would parse its origin again: the
-# answers are kept, at most 1,024 of them, the least recently used going first.
-@functools.lru_cache(maxsize=1024)
 def normalise_origin(raw: bytes) -> str | None:
     """The canonical form of an Origin header value, or None if it is not a valid origin.
 
     ``"null"`` stays ``"null"``. A valid origin is ``scheme://host[:port]`` and nothing more:
     no path, query, fragment or user info. Hosts are lowercased and default ports dropped.
     """
+    if len(raw) > _REMEMBERED_BYTES:
+        return _normalised(raw)
+    return _remembered(raw)
+
+
+_REMEMBERED_BYTES: Final = 256
+"""The longest Origin value whose answer is remembered: real ones are far shorter, and a
+client sending long ones must not fill the memory."""
+
+
+def _normalised(raw: bytes) -> str | None:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -154,6 +163,11 @@ def normalise_origin(raw: bytes) -> str | None:
     if port is None or port == _DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+# A server sees few distinct origins, and each handshake would parse its origin again: the
+# answers are kept, at most 1,024 of them, the least recently used going first.
+_remembered = functools.lru_cache(maxsize=1024)(_normalised)
 
 
 def _normalise_configured(origin: str) -> str:
