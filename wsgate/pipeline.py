@@ -12,8 +12,9 @@ them also uses on its own (``OriginMiddleware.check``, ``AuthMiddleware.authenti
 * A connection then costs one coroutine frame of the pipeline's own, one :class:`_Flow`
   object that holds what every layer keeps per connection, and the app gets the flow's
   ``receive`` and ``send``.
-* Each message from the client goes through the checks in one loop: connection limit (drop
-  after eviction), size, heartbeat, rate limit, format, then the app. A check waits only
+* Each message from the client goes through the checks in one loop: dropped once the
+  connection is closed (an eviction, a refusal, the app's own close), then size, heartbeat,
+  rate limit, format, and the app. A check waits only
   when it must: to send an error frame or a pong, to close, or for a shared rate-limit
   storage.
 """

@@ -84,6 +84,13 @@ def limited(url: str, name: str, **options: Any) -> RateLimitMiddleware:
     return RateLimitMiddleware(echo, key=lambda scope: name, **options)
 
 
+def batcher(url: str, **options: Any) -> RedisHits:
+    """The pipelined hits of a middleware on Redis, for the tests that drive them directly."""
+    batch = limited(url, "unused", **options).batch
+    assert batch is not None
+    return batch
+
+
 def plain(url: str, strategy: str) -> RateLimiter:
     """What another process that uses ``limits`` alone has: its strategy on its own client."""
     storage = storage_from_string(f"async+{url}", implementation="redispy")
@@ -347,9 +354,7 @@ def _content(client: redis.Redis, key: bytes) -> object:
 async def test_hits_of_one_loop_turn_are_one_round_trip(
     redis_server: RedisServer, counters: RedisCounters
 ) -> None:
-    middleware = limited(redis_server.url, "unused", rate="1000/day")
-    batch = middleware.batch
-    assert batch is not None
+    batch = batcher(redis_server.url, rate="1000/day")
     keys = batch.keys(identifier(fresh()))
     assert await batch.hit(keys)  # the connection to Redis is open from here on
     reads, evalsha = counters.read()
@@ -363,9 +368,7 @@ async def test_hits_of_one_loop_turn_are_one_round_trip(
 async def test_a_batch_holds_at_most_max_batch_hits(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    middleware = limited(redis_server.url, "unused", rate="1000/day")
-    batch = middleware.batch
-    assert batch is not None
+    batch = batcher(redis_server.url, rate="1000/day")
     sizes: list[int] = []
 
     async def counted(pipe: Any, execute: Execute) -> Any:
@@ -406,9 +409,7 @@ async def test_many_connections_send_fewer_round_trips_than_messages(
 
 async def test_scripts_that_redis_lost_are_loaded_again(redis_server: RedisServer) -> None:
     for strategy in STRATEGIES:
-        middleware = limited(redis_server.url, "unused", rate="5/day", strategy=strategy)
-        batch = middleware.batch
-        assert batch is not None
+        batch = batcher(redis_server.url, rate="5/day", strategy=strategy)
         keys = batch.keys(identifier(fresh()))
         redis_server.command("SCRIPT", "FLUSH")
         decisions = await asyncio.gather(*[batch.hit(keys) for _ in range(7)])
@@ -419,9 +420,7 @@ async def test_scripts_that_redis_lost_are_loaded_again(redis_server: RedisServe
 
 
 async def test_a_batch_fails_as_a_whole_when_redis_does_not_answer() -> None:
-    middleware = limited(f"redis://{HOST}:{free_port()}/0", "unused", rate="5/day")
-    batch = middleware.batch
-    assert batch is not None
+    batch = batcher(f"redis://{HOST}:{free_port()}/0", rate="5/day")
     keys = batch.keys(identifier(fresh()))
     with anyio.fail_after(15):
         results = await asyncio.gather(*[batch.hit(keys) for _ in range(5)], return_exceptions=True)
@@ -431,9 +430,7 @@ async def test_a_batch_fails_as_a_whole_when_redis_does_not_answer() -> None:
 async def test_hits_queued_while_a_batch_fails_fail_with_it(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    middleware = limited(redis_server.url, "unused", rate="5/day")
-    batch = middleware.batch
-    assert batch is not None
+    batch = batcher(redis_server.url, rate="5/day")
     keys = batch.keys(identifier(fresh()))
     queued: list[asyncio.Future[bool]] = []
     sent = 0
