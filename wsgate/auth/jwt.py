@@ -20,7 +20,11 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jose import jwk
+from jose.backends.cryptography_backend import (
+    CryptographyECKey,
+    CryptographyHMACKey,
+    CryptographyRSAKey,
+)
 
 from wsgate import _options
 from wsgate.auth.base import Identity, scopes_from_claims, timestamp
@@ -29,6 +33,10 @@ from wsgate.exceptions import ConfigurationError, InvalidToken, TokenExpired
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 _KEY_TYPES = {"RS": "RSA", "ES": "EC"}
+# python-jose's own choice (jwk.construct) falls back to its ecdsa backend, whose timing side
+# channel (CVE-2024-23342) will not be fixed, when cryptography's cannot be imported: naming
+# cryptography's key classes means every signature is checked by cryptography, or none is.
+_KEY_CLASSES = {"HS": CryptographyHMACKey, "RS": CryptographyRSAKey, "ES": CryptographyECKey}
 # ES algorithm -> (cryptography's curve name, the JWK "crv")
 _CURVES = {
     "ES256": ("secp256r1", "P-256"),
@@ -101,8 +109,9 @@ class JWTVerifier:
         signing_input, _, signature = raw.rpartition(b".")
         header_segment, _, payload_segment = signing_input.partition(b".")
         key = self._select_key(_parse_json_object(_unpadded(header_segment, "header"), "header"))
-        # The key is python-jose's own (jwk.construct), checking the signature as jws.verify
-        # would once it had parsed the token again: this wrapper has parsed and checked it.
+        # The key is python-jose's (its cryptography backend), checking the signature as
+        # jws.verify would once it had parsed the token again: this wrapper has parsed and
+        # checked it.
         try:
             verified = key.verify(signing_input, _unpadded(signature, "signature"))
         except Exception:  # any failure inside the JOSE library is a bad token, nothing more
@@ -285,7 +294,7 @@ def _fits(key: Any, alg: str) -> bool:
 
 def _construct(key: Any, alg: str, what: str) -> Any:
     try:
-        return jwk.construct(key, alg)
+        return _KEY_CLASSES[alg[:2]](key, alg)
     except Exception as exc:
         raise ConfigurationError(f"{what} cannot be used with {alg}: {exc}") from None
 
