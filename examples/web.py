@@ -62,8 +62,9 @@ class DemoTokens:
 
     The request body is JSON ``{"user": "alice", "kind": "valid"}``; ``kind`` is ``valid``,
     ``expired`` or ``invalid`` (signed with another key), so the page can show the refusals.
-    A JSON body makes a cross-site request need a CORS preflight, which this app never grants:
-    other sites cannot have it mint tokens.
+    Only ``Content-Type: application/json`` is accepted (415 otherwise): a cross-site request
+    with that type needs a CORS preflight, which this app never grants, so other sites cannot
+    have it mint tokens.
     """
 
     def __init__(self, config: GateConfig) -> None:
@@ -85,6 +86,12 @@ class DemoTokens:
                 "The demo token endpoint signs with WSGATE_JWT_SECRET and an HS256/HS384/HS512 "
                 "algorithm, and none is configured. Set WSGATE_JWT_SECRET, or connect without a "
                 "token (the development bypass, WSGATE_DEV_BYPASS).",
+            )
+        # Only a JSON body: a cross-site form or text/plain POST needs no CORS preflight.
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            return _error(
+                415, "Send the request as Content-Type: application/json, with a JSON object."
             )
         try:
             body: Any = await request.json()

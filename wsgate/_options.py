@@ -28,6 +28,21 @@ def count(name: str, value: object, *, unit: str = "") -> int:
     raise ConfigurationError(f"{name} must be {wanted}, not {value!r}.")
 
 
+DEEPEST = 128
+"""The largest ``max_depth``: orjson writes at most 254 levels, and what the gate lets in, the
+gate and the app must be able to write back, with room for the app's own envelopes."""
+
+
+def depth(name: str, value: object) -> int:
+    """``value`` as a nesting depth from 1 to :data:`DEEPEST`."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= DEEPEST:
+        return value
+    raise ConfigurationError(
+        f"{name} must be a nesting depth from 1 to {DEEPEST} levels of arrays and objects, "
+        f"not {value!r}; wsgate's JSON writer handles no more, with room for your replies."
+    )
+
+
 def choice(name: str, value: object, valid: tuple[str, ...]) -> str:
     """``value`` when it is one of ``valid``."""
     if isinstance(value, str) and value in valid:

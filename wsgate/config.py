@@ -92,6 +92,15 @@ class GateConfig:
     ``WSGATE_LEGACY_MESSAGES``."""
     max_batch: int = 50
     """Most requests in one JSON-RPC batch. Env: ``WSGATE_MAX_BATCH``."""
+    max_depth: int = 64
+    """Deepest nesting of arrays and objects in a message, from 1 to 128. Env:
+    ``WSGATE_MAX_DEPTH``."""
+    ping_limit: str | None = "30/minute"
+    """Client pings a connection may send, as a ``limits`` rate, or None (``off``). Env:
+    ``WSGATE_PING_LIMIT``."""
+    refresh_limit: str | None = "6/minute"
+    """In-band token refreshes a connection may send, as a ``limits`` rate, or None
+    (``off``). Env: ``WSGATE_REFRESH_LIMIT``."""
 
     # Connections
     max_connections_per_user: int | None = 3
@@ -146,6 +155,10 @@ class GateConfig:
         set_(self, "jwt_leeway", _options.seconds("jwt_leeway", self.jwt_leeway))
         _options.count("max_message_bytes", self.max_message_bytes, unit="bytes")
         _options.count("max_batch", self.max_batch)
+        _options.depth("max_depth", self.max_depth)
+        for name in ("ping_limit", "refresh_limit"):
+            if getattr(self, name) is not None:
+                _options.rate(name, getattr(self, name))
         _options.seconds("heartbeat_timeout", self.heartbeat_timeout, positive=True)
         for name in ("rate_limit_close_after", "max_connections_per_user"):
             if getattr(self, name) is not None:

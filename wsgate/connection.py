@@ -33,6 +33,7 @@ import anyio
 import orjson
 from starlette.types import Message, Scope, Send
 
+from wsgate._printable import printable
 from wsgate.errors import MessageError, Protocol, error_frame
 from wsgate.metrics import METRICS_KEY, ConnectionRecord
 from wsgate.refusals import SLOW_CONSUMER, Refusal, close_message
@@ -48,6 +49,10 @@ DEFAULT_SEND_TIMEOUT: Final = 10.0
 """Seconds a send may wait for a client that is not reading, unless the scope says otherwise."""
 PARSED_KEY: Final = "wsgate.json"
 """Where :func:`decoded` keeps the parsed value in a ``websocket.receive`` message."""
+REJECTED_KEY: Final = "wsgate.rejected"
+"""The ``websocket.receive`` message key holding the error objects of a JSON-RPC batch's
+requests that the gate answered itself (invalid, or over the rate limit), when the batch
+also had requests that go on; the endpoint adds them to the batch's response."""
 
 
 class _Marker:
@@ -329,7 +334,7 @@ class Connection:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open" if self.accepted else "handshake"
-        return f"<Connection {self.id} {self.scope.get('path', '')} {state}>"
+        return f"<Connection {self.id} {printable(self.scope.get('path', ''))} {state}>"
 
 
 async def _resume(sending: CoroutineType[Any, Any, Any], waiting_on: Any) -> None:

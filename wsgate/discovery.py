@@ -27,8 +27,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wsgate._query import redact_query
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import TokenExtractor
@@ -92,16 +93,36 @@ def discovery_routes(
             expose_headers=["ETag"],
         )
     ]
+    # A client that sends the gate's query token to these routes too must not see it logged.
+    query_param = gate.config.query_param
+    redacted = [] if query_param is None else [Middleware(_RedactedQuery, name=query_param)]
     read = ["GET", "OPTIONS"]  # OPTIONS: the CORS preflight
     routes: list[BaseRoute] = [
-        Route(config_path, discovery.config, methods=read, middleware=cors),
-        Route(secure_config_path, discovery.secure_config, methods=read, middleware=cors),
-        Route(health_path, discovery.health, methods=["GET"]),
+        Route(config_path, discovery.config, methods=read, middleware=[*redacted, *cors]),
+        Route(
+            secure_config_path,
+            discovery.secure_config,
+            methods=read,
+            middleware=[*redacted, *cors],
+        ),
+        Route(health_path, discovery.health, methods=["GET"], middleware=redacted),
     ]
     metrics_path = gate.config.metrics_path
     if metrics_path is not None and isinstance(gate.metrics, PrometheusMetrics):
-        routes.append(Route(metrics_path, discovery.metrics, methods=["GET"]))
+        routes.append(Route(metrics_path, discovery.metrics, methods=["GET"], middleware=redacted))
     return routes
+
+
+class _RedactedQuery:
+    """Take the gate's query-string token out of the scope before the route answers."""
+
+    def __init__(self, app: ASGIApp, *, name: str) -> None:
+        self.app = app
+        self.name = name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        redact_query(scope, self.name)
+        await self.app(scope, receive, send)
 
 
 class _Discovery:

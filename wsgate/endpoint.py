@@ -29,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsgate import _options, refusals
+from wsgate._printable import printable
 from wsgate.connection import Connection, decoded, message_id
 from wsgate.errors import (
     INTERNAL_ERROR,
@@ -260,12 +261,21 @@ class GatedEndpoint(WebSocketEndpoint):
     ) -> None:
         """Send an error frame in the client's shape, echoing the ``id`` of ``to``.
 
+        The error is counted in the gate's ``message_errors``, as every error frame is.
+
         Args:
             error: The row of the error-frame table, e.g. ``wsgate.errors.INVALID_MESSAGE``.
             message: A sentence for the client saying what is wrong and what to do.
             to: The message being answered.
             extra: Numbers and names added to the error.
         """
+        self.connection.count_error(error)
+        await self._send_error(websocket, error, message, to=to, **extra)
+
+    async def _send_error(
+        self, websocket: WebSocket, error: MessageError, message: str, *, to: Any, **extra: Any
+    ) -> None:
+        """Send an error frame already counted (by :meth:`_isolated`)."""
         connection = self.connection
         frame = error_frame(
             error,
@@ -318,7 +328,7 @@ class GatedEndpoint(WebSocketEndpoint):
         )
         if outcome is not None:
             with contextlib.suppress(OSError):  # the client left; the next receive says so
-                await self.error(
+                await self._send_error(
                     websocket, outcome.error, outcome.message, to=message, **outcome.extra
                 )
 
@@ -363,7 +373,10 @@ class GatedEndpoint(WebSocketEndpoint):
         if attribute is None:
             # MCP's liveness check. The lifecycle layer answers a lone ping; this one was in a
             # batch, or no gate is in front.
-            outcome: Any = {} if method == "ping" else ErrorReply(METHOD_NOT_FOUND, _NO_METHOD)
+            outcome: Any = {}
+            if method != "ping":
+                outcome = ErrorReply(METHOD_NOT_FOUND, _NO_METHOD)
+                self.connection.count_error(METHOD_NOT_FOUND)
         else:
             handler = getattr(self, attribute)
             outcome = await self._isolated(
@@ -399,7 +412,7 @@ class GatedEndpoint(WebSocketEndpoint):
     async def _isolated(
         self, call: Awaitable[Result], subject: str, name: object
     ) -> Result | ErrorReply:
-        """Await ``call``; an exception becomes the ErrorReply to answer with.
+        """Await ``call``; an exception becomes the ErrorReply to answer with, counted.
 
         ``subject`` and ``name`` say what failed, in the log line only.
         """
@@ -407,15 +420,16 @@ class GatedEndpoint(WebSocketEndpoint):
             result = await call
         except ErrorReply as reply:
             self._failures = 0
+            self.connection.count_error(reply.error)
             return reply
         except Exception:
             self._failures += 1
             self.connection.count_error(INTERNAL_ERROR)
             logger.exception(
-                "%s failed on %s %r on connection %s",
+                "%s failed on %s %s on connection %s",
                 type(self).__name__,
                 subject,
-                name,
+                printable(repr(name)),
                 self.connection.id,
             )
             return ErrorReply(INTERNAL_ERROR, _FAILED)

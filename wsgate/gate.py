@@ -162,6 +162,7 @@ class Gate:
                 protocol=protocol,
                 legacy=config.legacy_messages,
                 max_batch=config.max_batch,
+                max_depth=config.max_depth,
                 json_endpoint=json_endpoint,
                 jsonrpc_endpoint=jsonrpc_endpoint,
             )
@@ -174,6 +175,7 @@ class Gate:
                 storage=self.rate_storage,
                 close_after=config.rate_limit_close_after,
                 fallback=self.rate_fallback,
+                max_batch=config.max_batch,
             )
         app = heartbeat = HeartbeatMiddleware(
             app,
@@ -183,6 +185,8 @@ class Gate:
             max_lifetime=config.max_lifetime,
             verifier=self.verifier,
             leeway=config.jwt_leeway,
+            ping_limit=config.ping_limit,
+            refresh_limit=config.refresh_limit,
         )
         app = size = MessageSizeMiddleware(
             app, max_bytes=config.max_message_bytes, policy=config.message_size_policy

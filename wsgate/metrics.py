@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 from starlette.authentication import BaseUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wsgate._printable import printable
 from wsgate.errors import MESSAGE_ERRORS, MessageError
 from wsgate.exceptions import ConfigurationError
 from wsgate.refusals import CLOSE_CODES
@@ -68,6 +69,8 @@ CLIENT: Final = "client"
 """The ``connections_closed`` reason of a connection the client closed (or lost)."""
 SERVER: Final = "server"
 """The ``connections_closed`` reason of a connection the app closed, with a reason of its own."""
+MAX_DETAIL: Final = 300
+"""The most characters of a refusal's ``detail`` a log line shows."""
 APP: Final = "app"
 """The ``connections_refused`` reason of a handshake the app itself refused."""
 
@@ -737,19 +740,22 @@ class MetricsMiddleware:
         if record.closed_by == "server":
             reason = record.close_reason if record.close_reason in series.closed else SERVER
         elif record.closed_by == "client":
-            # 1009 comes from the server's own size cap (uvicorn --ws-max-size).
-            reason = "message_too_large" if code == 1009 else CLIENT
+            # Whatever code the close carries: a client may send 1009 or 4008 itself, and a
+            # gate refusal is counted only when the gate refused. (The server's own size cap
+            # reports 1009 the same way, and cannot be told apart from it.)
+            reason = CLIENT
         else:  # the app returned or raised without closing; the server closes for it
             reason, code = ("internal_error", 1011) if failed else (SERVER, 1000)
         series.closed[reason].inc()
         if not access_logger.isEnabledFor(logging.INFO):
             return  # spare every connection the fields of a line nobody reads
         user = connection.user if connection is not None else None
+        path, user_id = printable(scope.get("path", "")), _user_id(user)
         access_logger.info(
             "closed %s %s for %s: %s %s by the %s after %.1f s, %d in, %d out",
-            scope.get("path", ""),
+            path,
             connection.id if connection is not None else "-",
-            _user_id(user) or "anonymous",
+            user_id or "anonymous",
             code,
             reason,
             record.closed_by or "server",
@@ -759,9 +765,9 @@ class MetricsMiddleware:
             extra={
                 "event": "closed",
                 "endpoint": series.endpoint,
-                "path": scope.get("path", ""),
+                "path": path,
                 "connection_id": connection.id if connection is not None else None,
-                "user_id": _user_id(user),
+                "user_id": user_id,
                 "client": _client(scope),
                 "close_code": code,
                 "reason": reason,
@@ -786,7 +792,9 @@ def report_refusal(
     :func:`~wsgate.refusals.refuse` calls it; a middleware never needs to. The line's
     ``extra=`` fields are ``event`` (``"refused"``), ``endpoint``, ``path``, ``client``,
     ``reason``, ``close_code`` (refused after accept) or ``http_status`` (before accept),
-    ``detail`` (why, for the operator; never a token) and ``duration`` (seconds).
+    ``detail`` (why, for the operator; never a token), ``user_agent`` and ``duration``
+    (seconds). Every value the client wrote (path, detail, user agent, address) is escaped
+    and cut to length with :func:`wsgate._printable.printable`.
     """
     record: ConnectionRecord | None = scope.get(METRICS_KEY)
     if record is not None:
@@ -794,33 +802,45 @@ def report_refusal(
     if not access_logger.isEnabledFor(logging.INFO):
         return
     answer = f"HTTP {http_status}" if http_status is not None else str(close_code)
+    path, client = printable(scope.get("path", "")), _client(scope)
+    detail = printable(detail, MAX_DETAIL)
     access_logger.info(
         "refused %s from %s: %s %s%s",
-        scope.get("path", ""),
-        _client(scope) or "unknown client",
+        path,
+        client or "unknown client",
         answer,
         reason,
         f" ({detail})" if detail else "",
         extra={
             "event": "refused",
             "endpoint": record.series.endpoint if record is not None else None,
-            "path": scope.get("path", ""),
-            "client": _client(scope),
+            "path": path,
+            "client": client,
             "reason": reason,
             "close_code": close_code,
             "http_status": http_status,
             "detail": detail,
+            "user_agent": _user_agent(scope),
             "duration": round(record.duration, 3) if record is not None else None,
         },
     )
 
 
 def _user_id(user: Any) -> str | None:
+    """The user's id for a log line: the token's ``sub``, which the client chose."""
     if isinstance(user, BaseUser) and user.is_authenticated:
-        return user.identity
+        return printable(user.identity)
+    return None
+
+
+def _user_agent(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            return printable(value)
     return None
 
 
 def _client(scope: Scope) -> str | None:
+    """The client's address for a log line; behind ``--proxy-headers`` the client wrote it."""
     client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
+    return printable(f"{client[0]}:{client[1]}") if client else None

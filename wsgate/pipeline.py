@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wsgate._query import redact_query
 from wsgate.backends._ratebatch import Keys
 from wsgate.connection import SEND_TIMEOUT_KEY, Connection, decoded
 from wsgate.metrics import ConnectionRecord, MetricsMiddleware
@@ -119,9 +120,15 @@ class GatePipeline:
         server's own ``receive`` and ``send``.
         """
         scope[SEND_TIMEOUT_KEY] = self.send_timeout
+        # The token leaves the scope before any check can answer: the server's access line
+        # is written from the scope when the handshake is answered, whoever answers it.
+        query = scope.get("query_string", b"")
+        query_param = self.auth.extractor.query_param
+        if query_param is not None:
+            redact_query(scope, query_param)
         if not await self.origin.check(scope, receive, send):
             return None
-        authenticated = await self.auth.authenticate(scope, receive, send)
+        authenticated = await self.auth.authenticate(scope, receive, send, query=query)
         if authenticated is None:
             return None
         return _Flow(self, scope, receive, authenticated, record)
@@ -218,9 +225,18 @@ class _Flow:
                 await self.lifecycle.answer(frame, decoded(message))
                 continue
             if pipeline.rate is not None:
-                allowed = pipeline.rate.allows_now(self)
-                if allowed is None:
-                    allowed = await pipeline.rate.allows(self)
+                batch = (
+                    pipeline.rate.batch_of(self, message)
+                    if self.connection.protocol == "jsonrpc"
+                    else None
+                )
+                allowed: bool | None
+                if batch is not None:
+                    allowed = await pipeline.rate.allows_batch(self, message, batch)
+                else:
+                    allowed = pipeline.rate.allows_now(self)
+                    if allowed is None:
+                        allowed = await pipeline.rate.allows(self)
                 if not allowed:
                     await pipeline.rate.refuse(self, message)
                     continue

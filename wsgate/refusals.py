@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from wsgate._query import redact_query
+
 __all__ = [
     "AUTH_REQUIRED",
     "AUTH_UNAVAILABLE",
@@ -117,8 +119,9 @@ MESSAGE_TOO_LARGE = Refusal(
     1009,
     None,
     False,
-    "A message was larger than the size limit and the size policy is close; the server's "
-    "own cap (uvicorn --ws-max-size) also closes with 1009.",
+    "A message was larger than the size limit and the size policy is close. The server's "
+    "own cap (uvicorn --ws-max-size) also closes with 1009, but ASGI reports that close as "
+    "the client's, so it is counted under client.",
 )
 RATE_LIMIT_ABUSE = Refusal(
     "rate_limit_abuse",
@@ -200,10 +203,17 @@ async def refuse(
         subprotocol: The subprotocol to echo in the accept, so browsers complete the
             handshake and can read the close reason.
         detail: Why, for the log line only; never a token.
+
+    Every query-string value in the scope is replaced by ``redacted`` first, so that the
+    server's access line for the refused handshake holds no secret.
     """
     # Imported here: wsgate.metrics imports wsgate.exceptions, which imports this module.
     from wsgate.metrics import report_refusal
 
+    # Before anything answers: the server logs the request line, query included, then. The
+    # app never runs for a refused handshake, and before authentication nothing can tell
+    # which parameter holds a secret, so every value goes.
+    redact_query(scope)
     denied = refusal.handshake_only or (before_accept and refusal.http_status is not None)
     if not denied:
         close_code, status = refusal.close_code, None

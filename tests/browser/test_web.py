@@ -110,10 +110,31 @@ async def test_demo_token_endpoint_says_what_is_wrong(
 ) -> None:
     async with httpx.AsyncClient(base_url=dev_server.url) as client:
         response = await client.post("/demo/token", json=body)
-        not_json = await client.post("/demo/token", content=b"{", headers={"content-type": "x"})
+        not_json = await client.post(
+            "/demo/token", content=b"{", headers={"content-type": "application/json"}
+        )
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert not_json.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""]
+)
+async def test_demo_token_endpoint_takes_only_json(
+    dev_server: LiveServer, content_type: str
+) -> None:
+    # What a cross-site page can POST without a CORS preflight: a "simple" request.
+    body = b'{"user": "alice", "kind": "valid"}'
+    async with httpx.AsyncClient(base_url=dev_server.url) as client:
+        response = await client.post(
+            "/demo/token",
+            content=body,
+            headers={"content-type": content_type, "origin": "https://evil.example"},
+        )
+    assert response.status_code == 415
+    assert "application/json" in response.json()["error"]
+    assert "token" not in response.json()
 
 
 async def test_production_has_no_token_endpoint(prod_server: LiveServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from starlette.authentication import BaseUser
 
@@ -85,8 +85,17 @@ def scopes_from_claims(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+MAX_TIMESTAMP: Final = 253_402_300_799
+"""The latest time claim accepted: 9999-12-31T23:59:59Z, in seconds since the epoch.
+
+Beyond it a claim means nothing, and a number as large as ``1e20`` cannot be written back as
+a JSON integer (orjson stops at 64 bits): refused alike in the handshake and in a refresh.
+"""
+
+
 def timestamp(value: Any, name: str) -> float:
-    """A time claim as seconds, or InvalidToken unless it is a finite JSON number.
+    """A time claim as seconds, or InvalidToken unless it is a JSON number between the epoch
+    and :data:`MAX_TIMESTAMP`.
 
     ``true`` is an int to Python but not a time, and a huge integer is not finite.
     """
@@ -95,6 +104,6 @@ def timestamp(value: Any, name: str) -> float:
             seconds = float(value)
         except OverflowError:
             seconds = math.inf
-        if math.isfinite(seconds):
+        if 0 <= seconds <= MAX_TIMESTAMP:
             return seconds
-    raise InvalidToken(f"{name} is not a finite number of seconds")
+    raise InvalidToken(f"{name} is not a number of seconds between 1970 and 9999")

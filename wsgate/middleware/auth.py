@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from urllib.parse import unquote_plus
 
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import refusals
+from wsgate._query import redact_query
 from wsgate._settings import Environment, parse_environment
 from wsgate.auth.base import GateUser, Identity, Verifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, TokenExtractor
@@ -117,21 +117,24 @@ class AuthMiddleware:
         if authenticated is not None:
             await self.app(scope, receive, authenticated)
 
-    async def authenticate(self, scope: Scope, receive: Receive, send: Send) -> Send | None:
+    async def authenticate(
+        self, scope: Scope, receive: Receive, send: Send, *, query: bytes | None = None
+    ) -> Send | None:
         """Authenticate a websocket handshake, before the app runs.
 
         On success the user is in ``scope["user"]`` and ``scope["auth"]``, and the result is
         the ``send`` to hand the app: ``send`` itself, or, when the token came in
         ``Sec-WebSocket-Protocol``, a wrapper that makes the accept echo an application
         subprotocol. On failure the handshake has been refused and the result is None.
+
+        ``query`` is the query string as the client sent it, when a layer in front has
+        already redacted the one in the scope.
         """
-        handshake = self.extractor.extract(
-            scope["headers"], scope.get("subprotocols", ()), scope.get("query_string", b"")
-        )
-        query_param = self.extractor.query_param
-        if query_param is not None and scope.get("query_string"):
-            # In place, on purpose: the server logs the request line from this very scope.
-            scope["query_string"] = _redacted_query(scope["query_string"], query_param)
+        if query is None:
+            query = scope.get("query_string", b"")
+        handshake = self.extractor.extract(scope["headers"], scope.get("subprotocols", ()), query)
+        if self.extractor.query_param is not None:
+            redact_query(scope, self.extractor.query_param)
         selected = self._select(handshake.subprotocols)
         if handshake.via_subprotocol and selected is None:
             await self._refuse(scope, receive, send, refusals.SUBPROTOCOL_REQUIRED, None)
@@ -219,20 +222,6 @@ async def _verify(verifier: Verifier, token: str, scope: Scope) -> Identity:
         record = scope.get(METRICS_KEY)
         if record is not None:
             record.verified(time.perf_counter() - started)
-
-
-def _redacted_query(query: bytes, name: str) -> bytes:
-    """``query`` with the value of every ``name`` parameter replaced by ``redacted``.
-
-    Parameters are read as the token extractor reads them (``parse_qsl``); the others are
-    kept byte for byte.
-    """
-    parts = query.split(b"&")
-    for index, part in enumerate(parts):
-        key = part.partition(b"=")[0]
-        if unquote_plus(key.decode("latin-1")) == name:
-            parts[index] = key + b"=redacted"
-    return b"&".join(parts)
 
 
 def _echoing(send: Send, offered: list[str], selected: str | None) -> Send:

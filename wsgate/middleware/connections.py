@@ -14,6 +14,7 @@ from typing import Final, Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
+from wsgate._printable import printable
 from wsgate.backends import BackendUnavailable
 from wsgate.connection import Connection, identity_key
 from wsgate.exceptions import ConfigurationError
@@ -166,7 +167,7 @@ class ConnectionLimitMiddleware:
         except BackendUnavailable as exc:
             # fail_closed: the new connection cannot be counted, so it does not stay.
             await connection.close(exc.refusal)
-            logger.info("closed new connection %s of %s: %s", connection.id, key, exc)
+            logger.info("closed new connection %s of %s: %s", connection.id, printable(key), exc)
             return
         except Exception as exc:
             logger.warning(
@@ -188,7 +189,7 @@ class ConnectionLimitMiddleware:
                 "%s %s of %s with 4008 connection_limit: over max_per_user=%d (%s)",
                 action,
                 connection_id,
-                key,
+                printable(key),
                 self.max_per_user,
                 self.policy,
             )

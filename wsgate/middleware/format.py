@@ -19,7 +19,15 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options
-from wsgate.connection import INVALID, NOT_TEXT, PARSED_KEY, Connection, decoded, message_id
+from wsgate.connection import (
+    INVALID,
+    NOT_TEXT,
+    PARSED_KEY,
+    REJECTED_KEY,
+    Connection,
+    decoded,
+    message_id,
+)
 from wsgate.errors import (
     BATCH_TOO_LARGE,
     INVALID_JSON,
@@ -36,9 +44,6 @@ __all__ = ["FORMAT_KEY", "REJECTED_KEY", "FormatMiddleware"]
 
 FORMAT_KEY: Final = "wsgate.format"
 """The scope key holding the connection's format: ``"json"``, ``"legacy"`` or ``"jsonrpc"``."""
-REJECTED_KEY: Final = "wsgate.rejected"
-"""The ``websocket.receive`` message key holding the error objects of a batch's invalid
-entries, when the batch also had valid ones."""
 
 _PROTOCOLS: Final = ("json", "jsonrpc")
 
@@ -95,6 +100,11 @@ class FormatMiddleware:
         legacy: On a JSON endpoint, accept the legacy ``{"event", "data"}`` shape.
         max_batch: The most requests a JSON-RPC batch may hold; a larger one is answered
             with one ``batch_too_large`` error.
+        max_depth: The deepest nesting of arrays and objects a message may have, from 1 to
+            128 (``[[1]]`` is 2 deep). A deeper one is answered with one ``invalid_message``
+            error that names the limit. What the gate lets through, wsgate's JSON writer
+            (orjson, which stops at 254 levels) can write back, in a legacy rewrite, an
+            echo or a reply that wraps the message.
         json_endpoint: The path of the server's JSON endpoint, named in the error a JSON-RPC
             endpoint sends for a plain JSON message, e.g. ``"/ws"``.
         jsonrpc_endpoint: The path of the server's JSON-RPC endpoint, named in the error a
@@ -108,6 +118,7 @@ class FormatMiddleware:
         protocol: Protocol = "json",
         legacy: bool = True,
         max_batch: int = 50,
+        max_depth: int = 64,
         json_endpoint: str | None = None,
         jsonrpc_endpoint: str | None = None,
     ) -> None:
@@ -124,6 +135,13 @@ class FormatMiddleware:
             raise ConfigurationError(f"legacy must be True or False, not {legacy!r}.")
         self.legacy = legacy
         self.max_batch = _options.count("max_batch", max_batch)
+        self.max_depth = _options.depth("max_depth", max_depth)
+        # A text shorter than this cannot nest deeper than max_depth: "[" * n + "]" * n.
+        self._shallow = 2 * (self.max_depth + 1)
+        self.too_deep = (
+            f"The message nests arrays and objects more than {self.max_depth} levels deep; "
+            f"this endpoint accepts at most {self.max_depth}."
+        )
         self.json_endpoint = _path("json_endpoint", json_endpoint)
         self.jsonrpc_endpoint = _path("jsonrpc_endpoint", jsonrpc_endpoint)
         self.json_wrong_protocol = (
@@ -171,6 +189,16 @@ class FormatMiddleware:
         """Check one ``websocket.receive`` message, at once: None to pass it on; else the
         answer to await, an error frame, and the message goes no further."""
         value = decoded(message)
+        text = message.get("text")
+        if text is not None and len(text) >= self._shallow and self._too_deep(text, value):
+            return _quietly(
+                connection.send_error(
+                    INVALID_MESSAGE,
+                    self.too_deep,
+                    message_id=message_id(value),
+                    max_depth=self.max_depth,
+                )
+            )
         if self.protocol == "json":
             if type(value) is dict:
                 # The common case at once: {"type": "<name>", ...} with a valid "id" or none.
@@ -281,7 +309,8 @@ class FormatMiddleware:
                 )
             )
         valid: list[Any] = []
-        rejected: list[dict[str, Any]] = []
+        # The rate limit may have answered the batch's last requests already.
+        rejected: list[dict[str, Any]] = list(message.get(REJECTED_KEY, ()))
         for entry in batch:
             problem = self._rpc_problem(entry, in_batch=True)
             if problem is None:
@@ -343,6 +372,25 @@ class FormatMiddleware:
                 return INVALID_MESSAGE, 'A response has "result" or "error", not both.'
             return None
         return INVALID_MESSAGE, 'The request has no "method".'
+
+    def _too_deep(self, text: str, value: Any) -> bool:
+        """Whether ``value``, parsed from ``text``, nests deeper than ``max_depth``."""
+        # Counting brackets is C-fast and rules out almost every message; strings holding
+        # brackets only cost the walk below, never a wrong answer.
+        limit = self.max_depth
+        if type(value) is not dict and type(value) is not list:
+            return False  # a scalar, or text that is not JSON at all
+        if text.count("[") + text.count("{") <= limit:
+            return False
+        pending: list[tuple[Any, int]] = [(value, 1)]
+        while pending:
+            item, depth = pending.pop()
+            if depth > limit:
+                return True
+            for child in item.values() if type(item) is dict else item:
+                if type(child) is dict or type(child) is list:
+                    pending.append((child, depth + 1))
+        return False
 
     def _with_detail(self, error: MessageError) -> bool:
         return self.protocol == "jsonrpc" and error in _REQUEST_ERRORS

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import time
 import weakref
 from typing import Any, Final
@@ -27,6 +28,7 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate import _options, refusals
+from wsgate._printable import printable
 from wsgate.auth.base import GateUser, Identity, Verifier
 from wsgate.connection import Connection, decoded, message_id
 from wsgate.errors import (
@@ -34,9 +36,11 @@ from wsgate.errors import (
     INVALID_MESSAGE,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
+    RATE_LIMITED,
     MessageError,
 )
 from wsgate.exceptions import AuthenticationError, AuthUnavailable, ConfigurationError
+from wsgate.metrics import MAX_DETAIL
 from wsgate.refusals import Refusal
 
 __all__ = ["PING_ID_PREFIX", "HeartbeatMiddleware", "Lifecycle"]
@@ -87,6 +91,13 @@ class HeartbeatMiddleware:
             one, refresh messages are answered with a ``method_not_found`` error frame.
         leeway: Seconds a connection may stay open after its token's ``exp``. Give it the
             verifier's leeway, so a token accepted in the handshake is not closed at once.
+        ping_limit: How many of the client's own pings one connection may send, as a
+            ``limits`` rate (``"30/minute"``), or None for no bound. A ping over it is
+            answered with a ``rate_limited`` error frame (``retry_after``, ``limit``) instead
+            of a pong; the connection stays open.
+        refresh_limit: How many in-band token refreshes one connection may send, as a
+            ``limits`` rate (``"6/minute"``), or None for no bound. A refresh over it is
+            answered with ``rate_limited`` and the verifier is not called.
 
     Attributes:
         armed_timers: How many deadlines the middleware's connections have set: at most one
@@ -106,6 +117,9 @@ class HeartbeatMiddleware:
         # Token expiry and refresh
         verifier: Verifier | None = None,
         leeway: float = 0.0,
+        # Bounds on the frames this layer answers, per connection
+        ping_limit: str | None = "30/minute",
+        refresh_limit: str | None = "6/minute",
     ) -> None:
         self.app = app
         self.interval = _optional_seconds("interval", interval)
@@ -118,6 +132,8 @@ class HeartbeatMiddleware:
             )
         self.verifier = verifier
         self.leeway = _options.seconds("leeway", leeway)
+        self.ping_limit = _Bound.of("ping_limit", ping_limit)
+        self.refresh_limit = _Bound.of("refresh_limit", refresh_limit)
         self.armed_timers = 0
         # The deadlines of this layer's connections, per event loop; a server runs one.
         self._deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timers] = (
@@ -188,7 +204,9 @@ class Lifecycle:
         "last_seen",
         "loop",
         "ping_sent",
+        "ping_window",
         "pings",
+        "refresh_window",
         "user",
         "waiting",
     )
@@ -208,6 +226,10 @@ class Lifecycle:
         self.last_active = now  # a message that reached the app
         self.ping_sent: float | None = None  # the unanswered ping, if any
         self.pings = 0
+        # What the client's pings and refreshes spent of their bounds; each made by the
+        # first one, since most connections never send either.
+        self.ping_window: _Window | None = None
+        self.refresh_window: _Window | None = None
         self.ends: float | None = None
         self.expires: float | None = None
 
@@ -249,9 +271,39 @@ class Lifecycle:
                 self.ping_sent = None
                 self._arm()
         elif frame == "ping":
+            bound = self.gate.ping_limit
+            if bound is not None:
+                if self.ping_window is None:
+                    self.ping_window = _Window()
+                if not await self._within(bound, self.ping_window, value, "pings"):
+                    return
             await self._reply("pong", {}, message_id(value))
         else:
+            bound = self.gate.refresh_limit
+            if bound is not None:
+                if self.refresh_window is None:
+                    self.refresh_window = _Window()
+                if not await self._within(bound, self.refresh_window, value, "refreshes"):
+                    return
             await self._refresh(value)
+
+    async def _within(
+        self, bound: _Bound, window: _Window, value: dict[str, Any], kind: str
+    ) -> bool:
+        """Count a ping or a refresh against its bound; over it, answer ``rate_limited``."""
+        wait = window.spend(bound, self.loop.time())
+        if wait is None:
+            return True
+        with contextlib.suppress(OSError, RuntimeError):
+            await self.connection.send_error(
+                RATE_LIMITED,
+                f"Over the limit of {bound.rate} {kind} on one connection; this one was not "
+                "answered.",
+                message_id=message_id(value),
+                retry_after=max(math.ceil(wait * 10) / 10, 0.1),
+                limit=bound.rate,
+            )
+        return False
 
     async def _reply(self, kind: str, result: dict[str, Any], answered: str | int | None) -> None:
         """Answer a request: ``{"type": kind, "payload": result}``, or a JSON-RPC result."""
@@ -303,7 +355,9 @@ class Lifecycle:
         try:
             identity = await verifier.verify(token)
         except AuthUnavailable as exc:
-            logger.warning("token refresh on connection %s not checked: %s", connection.id, exc)
+            logger.warning(
+                "token refresh on connection %s not checked: %s", connection.id, printable(exc)
+            )
         except AuthenticationError as exc:
             self._refused(exc.refusal, str(exc))
             await connection.close(exc.refusal)
@@ -342,7 +396,7 @@ class Lifecycle:
             "token refresh refused on connection %s: %s (%s)",
             self.connection.id,
             refusal.reason,
-            detail,
+            printable(detail, MAX_DETAIL),
         )
 
     def _token_deadline(self) -> float | None:
@@ -463,6 +517,44 @@ class Lifecycle:
         self.pings += 1
         ping = {"jsonrpc": "2.0", "id": f"{PING_ID_PREFIX}{self.pings}", "method": "ping"}
         return orjson.dumps(ping).decode()
+
+
+class _Bound:
+    """A per-connection bound on one kind of frame: ``amount`` in ``period`` seconds."""
+
+    __slots__ = ("amount", "period", "rate")
+
+    def __init__(self, rate: str, amount: int, period: float) -> None:
+        self.rate = rate
+        self.amount = amount
+        self.period = period
+
+    @classmethod
+    def of(cls, name: str, rate: str | None) -> _Bound | None:
+        if rate is None:
+            return None
+        item = _options.rate(name, rate)
+        return cls(rate, item.amount, float(item.get_expiry()))
+
+
+class _Window:
+    """What one connection spent of a :class:`_Bound`, in fixed windows from its first use."""
+
+    __slots__ = ("count", "until")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.until = -math.inf
+
+    def spend(self, bound: _Bound, now: float) -> float | None:
+        """Spend one: None when within ``bound``, else the seconds until the window ends."""
+        if now >= self.until:
+            self.until = now + bound.period
+            self.count = 0
+        if self.count >= bound.amount:
+            return self.until - now
+        self.count += 1
+        return None
 
 
 class _Entry:

@@ -87,9 +87,12 @@ class OriginMiddleware:
     async def check(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Whether a websocket handshake may go on; when it may not, it has been refused
         with 403 ``origin_not_allowed``."""
-        if self.is_allowed(scope["headers"]):
+        headers = scope["headers"]
+        if self.is_allowed(headers):
             return True
-        await refusals.refuse(scope, receive, send, refusals.ORIGIN_NOT_ALLOWED)
+        await refusals.refuse(
+            scope, receive, send, refusals.ORIGIN_NOT_ALLOWED, detail=_refused_origin(headers)
+        )
         return False
 
     def is_allowed(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -107,6 +110,16 @@ class OriginMiddleware:
         if origin in self.allowed:
             return True
         return any(pattern.fullmatch(origin) for pattern in self.patterns)
+
+
+def _refused_origin(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """Which Origin was refused, for the log line (escaped there: the client wrote it)."""
+    values = [value for name, value in headers if name == b"origin"]
+    if not values:
+        return "no Origin header"
+    if len(values) > 1:
+        return f"{len(values)} Origin headers"
+    return f"Origin {values[0].decode('latin-1')}"
 
 
 def normalise_origin(raw: bytes) -> str | None:

@@ -7,6 +7,7 @@ with the same rate, a user then has one budget across all of them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, cast
 
+import orjson
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
@@ -28,8 +30,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wsgate import _options, refusals
 from wsgate._window import LocalStorage, LocalWindow
 from wsgate.backends._ratebatch import Keys, RedisHits
-from wsgate.connection import Connection, decoded, identity_key, message_id
-from wsgate.errors import RATE_LIMITED
+from wsgate.connection import (
+    PARSED_KEY,
+    REJECTED_KEY,
+    Connection,
+    decoded,
+    identity_key,
+    message_id,
+)
+from wsgate.errors import RATE_LIMITED, error_object
 from wsgate.exceptions import ConfigurationError
 
 __all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
@@ -160,6 +169,15 @@ class RateLimitMiddleware:
             storage from :func:`rate_storage`) keeps the limit in each process; None (the
             default) lets messages pass unlimited. A :class:`~wsgate.Gate` on Redis falls
             back to memory.
+        max_batch: On a JSON-RPC connection, a batch costs one unit per request,
+            notifications included, up to this many (the format check refuses larger
+            batches whole). Give it the format check's ``max_batch``.
+
+    A batch that does not fit whole keeps the requests that fit, from its start; each
+    request that does not fit is answered with a ``rate_limited`` error object in the
+    batch's response (notifications get none, as JSON-RPC requires). A batch of which
+    nothing fits is refused like a single message over the limit: with an array of those
+    error objects, or with one error frame when no request in it has an ``id``.
     """
 
     def __init__(
@@ -172,6 +190,7 @@ class RateLimitMiddleware:
         key: Callable[[Scope], str] | None = None,
         close_after: int | None = None,
         fallback: str | LocalStorage | None = None,
+        max_batch: int = 50,
     ) -> None:
         self.app = app
         self.rate = rate
@@ -210,6 +229,11 @@ class RateLimitMiddleware:
             None if close_after is None else _options.count("close_after", close_after)
         )
         self.explanation = f"Over the rate limit of {rate}; the message was dropped."
+        self.max_batch = _options.count("max_batch", max_batch)
+        self.batch_explanation = (
+            f"Over the rate limit of {rate}: each request of a batch costs one message, and "
+            "this one did not fit; it was not run."
+        )
         self._failures = 0
         self._warned_at = -math.inf
         if fallback == "memory://":
@@ -240,9 +264,14 @@ class RateLimitMiddleware:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     return message
-                allowed = self.allows_now(state)
-                if allowed is None:
-                    allowed = await self.allows(state)
+                batch = self.batch_of(state, message)
+                allowed: bool | None
+                if batch is not None:
+                    allowed = await self.allows_batch(state, message, batch)
+                else:
+                    allowed = self.allows_now(state)
+                    if allowed is None:
+                        allowed = await self.allows(state)
                 if allowed:
                     return message
                 if await self.refuse(state, message):
@@ -290,23 +319,92 @@ class RateLimitMiddleware:
             state.refused = 0
         return allowed
 
+    def batch_of(self, state: RateState, message: Message) -> list[Any] | None:
+        """The requests of a JSON-RPC batch, which cost a unit each; None for a message that
+        costs one unit (anything else, or any array on a JSON endpoint)."""
+        if state.connection.protocol != "jsonrpc":
+            return None
+        value = decoded(message)
+        return value if type(value) is list and len(value) > 1 else None
+
+    async def allows_batch(self, state: RateState, message: Message, batch: list[Any]) -> bool:
+        """Count a batch, one unit per request: whether any of it may pass. When only its
+        first requests fit, the message keeps those, and the others' ``rate_limited`` error
+        objects join the batch's response (``message["wsgate.rejected"]``)."""
+        if len(batch) > self.max_batch:
+            # The format check refuses it whole; it costs what a batch can cost.
+            return await self._hit_many(state, self.max_batch) > 0
+        admitted = await self._hit_many(state, len(batch))
+        if admitted == 0:
+            return False
+        state.refused = 0
+        if admitted < len(batch):
+            message[PARSED_KEY] = batch[:admitted]
+            rejected = await self._batch_errors(state, batch[admitted:])
+            message[REJECTED_KEY] = [*message.get(REJECTED_KEY, ()), *rejected]
+        return True
+
     async def refuse(self, state: RateState, message: Message) -> bool:
         """Answer a message over the limit with an error frame. True when that was the
         ``close_after``-th in a row and the connection was closed: then the messages the
         server queued before the close must be dropped."""
         state.refused += 1
         key, connection = state.rate_key, state.connection
-        await connection.send_error(
-            RATE_LIMITED,
-            self.explanation,
-            message_id=message_id(decoded(message)),
-            retry_after=await self._retry_after(key),
-            limit=self.rate,
-        )
+        batch = self.batch_of(state, message)
+        rejected = [] if batch is None else await self._batch_errors(state, batch)
+        if rejected:
+            with contextlib.suppress(OSError):  # gone; the next receive says so
+                await connection.send_text(orjson.dumps(rejected).decode())
+        else:
+            await connection.send_error(
+                RATE_LIMITED,
+                self.explanation,
+                message_id=message_id(decoded(message)),
+                retry_after=await self._retry_after(key),
+                limit=self.rate,
+            )
         if self.close_after is not None and state.refused >= self.close_after:
             await connection.close(refusals.RATE_LIMIT_ABUSE)
             return True
         return False
+
+    async def _batch_errors(self, state: RateState, requests: list[Any]) -> list[dict[str, Any]]:
+        """The ``rate_limited`` error objects of requests that did not fit, each counted; a
+        notification (no valid ``id``) is counted but gets none."""
+        connection = state.connection
+        answered = [message_id(request) for request in requests[: self.max_batch]]
+        for _ in answered:
+            connection.count_error(RATE_LIMITED)
+        if not any(request_id is not None for request_id in answered):
+            return []
+        extra = {"retry_after": await self._retry_after(state.rate_key), "limit": self.rate}
+        return [
+            error_object(
+                RATE_LIMITED,
+                self.batch_explanation,
+                protocol="jsonrpc",
+                message_id=request_id,
+                extra=extra,
+            )
+            for request_id in answered
+            if request_id is not None
+        ]
+
+    async def _hit_many(self, state: RateState, cost: int) -> int:
+        """Count up to ``cost`` units at once: how many fit."""
+        key = state.rate_key
+        if self.local is not None:
+            return _hits(self.local, key, cost)
+        if not self._retry_at:
+            try:
+                stats = await self.limiter.get_window_stats(self.item, key)
+                take = min(cost, stats.remaining)
+                if take > 0 and await self.limiter.hit(self.item, key, cost=take):
+                    return take
+                return 0
+            except Exception as exc:
+                self._storage_down(exc, key)
+        return cost if self.fallback is None else _hits(self.fallback, key, cost)
 
     async def _hit(self, state: RateState) -> bool:
         if self.batch is not None:
@@ -378,6 +476,14 @@ class _RateState:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+
+
+def _hits(window: LocalWindow, key: str, cost: int) -> int:
+    """Hit ``window`` up to ``cost`` times, stopping at the first refusal: how many fit."""
+    for admitted in range(cost):
+        if not window.hit(key):
+            return admitted
+    return cost
 
 
 def _rounded_up(seconds: float) -> float:
