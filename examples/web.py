@@ -1,7 +1,8 @@
 """The example app's browser side: the demo page, ``wsgate.js``, and a demo token endpoint.
 
-* ``GET /`` serves the demo page, and ``/static/`` its script and ``wsgate.js``, the client
-  helper a front end can copy (see ``docs/browser.md``).
+* ``GET /`` serves the demo page, and ``/static/`` its script and style sheet.
+* ``GET /wsgate.js`` serves the client helper that ships inside wsgate, with ``js_route()``
+  (see ``docs/browser.md``).
 * ``POST /demo/token`` mints a short-lived JWT with the configured secret, so that the page
   connects as a real client would. It exists in development only: in production the route is
   not there, and the path answers 404.
@@ -18,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from wsgate import GateConfig
+from wsgate import GateConfig, js_route
 from wsgate.testing import TokenFactory
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -43,9 +44,10 @@ _PAGE_HEADERS = {
 
 
 def web_routes(config: GateConfig) -> list[BaseRoute]:
-    """The routes of the demo page, its static files, and (in development) the token endpoint."""
+    """The demo page and its static files, wsgate.js, and (in development) the token endpoint."""
     routes: list[BaseRoute] = [
         Route("/", _page, methods=["GET", "HEAD"]),
+        js_route(),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     if config.is_development:

@@ -7,6 +7,7 @@ from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, encode_subprotocol
 from wsgate.backends import BackendUnavailable
+from wsgate.browser import js_route
 from wsgate.config import GateConfig
 from wsgate.connection import Connection
 from wsgate.discovery import discovery_routes
@@ -73,5 +74,6 @@ __all__ = [
     "__version__",
     "discovery_routes",
     "encode_subprotocol",
+    "js_route",
     "rpc_method",
 ]

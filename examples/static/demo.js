@@ -5,7 +5,7 @@
 // &server=http://host:port (the wsgate app to connect to; by default, the one serving the page).
 // Everything the server sends is shown with textContent, never parsed as HTML.
 
-import { backoffDelay, closeInfo, openSocket } from "./wsgate.js";
+import { backoffDelay, closeInfo, openSocket } from "/wsgate.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);

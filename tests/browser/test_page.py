@@ -236,7 +236,7 @@ def test_wsgate_js_agrees_with_the_server(app_server: LiveServer, open_tab: Open
     token = TokenFactory().valid("someone")
     result = tab.page.evaluate(
         """async (token) => {
-            const wsgate = await import("/static/wsgate.js");
+            const wsgate = await import("/wsgate.js");
             const info = (code, reason) => wsgate.closeInfo({ code, reason }).retry;
             let alone = null;
             try { wsgate.socketProtocols(token, []); } catch (error) { alone = error.message; }

@@ -12,14 +12,15 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from examples.web import DEMO_TOKEN_TTL, STATIC_DIR, web_routes
+import wsgate
+from examples.web import DEMO_TOKEN_TTL, web_routes
 from tests.conftest import SECRET, example_config
 from wsgate import CLOSE_CODES, Environment, InvalidToken, JWTVerifier, TokenExpired
 from wsgate.testing import LiveServer
 
 pytestmark = pytest.mark.anyio
 
-WSGATE_JS = STATIC_DIR / "wsgate.js"
+WSGATE_JS = Path(wsgate.__file__).parent / "static" / "wsgate.js"
 _ROW = re.compile(r'^  (\w+): \{ code: (\d+), retry: "(\w+)", hint: "[^"]+" \},$', re.MULTILINE)
 
 
@@ -43,7 +44,7 @@ def test_wsgate_js_lists_every_close_code_with_the_same_code() -> None:
     stale = [reason for reason in rows if reason not in expected]
     drift = {"add": missing, "fix (js, python)": wrong, "remove": stale}
     assert drift == {"add": [], "fix (js, python)": {}, "remove": []}, (
-        "examples/static/wsgate.js has drifted from wsgate.CLOSE_CODES. Each row of its "
+        "wsgate/static/wsgate.js has drifted from wsgate.CLOSE_CODES. Each row of its "
         'CLOSE_CODES reads `  reason: { code: N, retry: "backoff" | "never", hint: "..." },`.'
     )
 
@@ -69,10 +70,11 @@ async def test_page_and_scripts_are_served(dev_server: LiveServer) -> None:
         assert "default-src 'self'" in csp
         assert "frame-ancestors 'none'" in csp
         assert '<script type="module" src="/static/demo.js">' in page.text
-        for name in ("wsgate.js", "demo.js"):
-            script = await client.get(f"/static/{name}")
+        for url in ("/wsgate.js", "/static/demo.js"):
+            script = await client.get(url)
             assert script.status_code == 200
             assert "javascript" in script.headers["content-type"]
+        assert (await client.get("/wsgate.js")).content == WSGATE_JS.read_bytes()
         assert (await client.get("/static/style.css")).status_code == 200
         assert (await client.get("/static/missing.js")).status_code == 404
 

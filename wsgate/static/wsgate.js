@@ -24,7 +24,9 @@
  *       };
  *     }
  *
- * An ES module with no dependencies and no build step; copy it into your front end as it is.
+ * An ES module with no dependencies, which runs as it is. The app can serve it (wsgate.js_route(),
+ * at /wsgate.js by default), npm has it as @wsgate/client (built from this file by js/build.mjs,
+ * with types in js/wsgate.d.ts), or copy it into your front end as it is.
  */
 
 /** The prefix that marks a Sec-WebSocket-Protocol entry as a token (wsgate's default). */
