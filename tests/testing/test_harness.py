@@ -155,6 +155,60 @@ def test_missing_websockets_fails_only_when_the_client_is_used() -> None:
     )
 
 
+def test_missing_uvicorn_fails_only_when_the_server_is_used() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["uvicorn"] = None  # as if wsgate was installed without [testing]
+        import wsgate
+        from wsgate.testing import TokenFactory, WSClient
+        print(TokenFactory().valid("alice").count("."))
+        try:
+            from wsgate.testing import LiveServer
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "2",
+        "wsgate.testing needs uvicorn for LiveServer: pip install 'wsgate[testing]'",
+    ]
+
+
+def test_plugin_without_uvicorn_says_what_to_install(pytester: pytest.Pytester) -> None:
+    # A project that installed wsgate alone still runs its tests: the plugin loads, the token
+    # fixture works, and only the server fixture fails, saying what to install.
+    pytester.makepyfile(
+        """
+        def test_tokens(wsgate_tokens):
+            assert wsgate_tokens.valid("alice").count(".") == 2
+
+        def test_server(wsgate_server):
+            wsgate_server(lambda scope, receive, send: None)
+        """
+    )
+    run = (
+        "import sys; sys.modules['uvicorn'] = None; import pytest; "
+        "sys.exit(pytest.main(['-p', 'no:cacheprovider', '-q']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", run],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
+    assert (
+        "ImportError: wsgate.testing needs uvicorn for LiveServer: pip install 'wsgate[testing]'"
+        in result.stdout
+    )
+
+
 # LiveServer
 
 

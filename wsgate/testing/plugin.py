@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 from starlette.types import ASGIApp
 
-from wsgate.testing.server import LiveServer
 from wsgate.testing.tokens import TokenFactory
+
+if TYPE_CHECKING:
+    # Imported when the fixture is used: it needs uvicorn, and the plugin loads in every
+    # pytest run of a project that installed wsgate, with or without the testing extra.
+    from wsgate.testing.server import LiveServer
 
 __all__ = ["ServerFactory", "wsgate_server", "wsgate_tokens"]
 
@@ -54,6 +58,8 @@ def wsgate_server() -> Iterator[ServerFactory]:
     with contextlib.ExitStack() as stack:
 
         def start(app: ASGIApp, **options: Any) -> LiveServer:
+            from wsgate.testing import LiveServer  # says what to install without uvicorn
+
             server = LiveServer(app, **options)
             server.start()
             stack.callback(server.stop)
