@@ -28,6 +28,7 @@ from jose.backends.cryptography_backend import (
 
 from wsgate import _options
 from wsgate.auth.base import Identity, scopes_from_claims, timestamp
+from wsgate.auth.jwks import RemoteJWKS
 from wsgate.exceptions import ConfigurationError, InvalidToken, TokenExpired
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -49,16 +50,20 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class JWTVerifier:
-    """Verify JWTs locally against a shared secret, a PEM public key or a JWKS document.
+    """Verify JWTs locally against shared secrets, a PEM public key or a JWKS.
 
     Args:
         algorithms: The accepted ``alg`` values, e.g. ``["HS256"]`` or ``["RS256", "ES256"]``.
             Required. HMAC and public-key algorithms cannot be mixed: a verifier that accepts
             both can be tricked into checking an HMAC made with the public key.
-        secret: The shared secret for HS* algorithms, at least 32 bytes.
+        secret: The shared secret for HS* algorithms, at least 32 bytes; or a list of them,
+            the newest first, while a secret is rotated: a token signed with any of them
+            verifies.
         public_key: A PEM-encoded public key for RS*/ES* algorithms.
-        jwks: A JWKS document (``{"keys": [...]}``) for RS*/ES* algorithms. The token's ``kid``
-            selects the key; with a single key, ``kid`` may be absent.
+        jwks: For RS*/ES* algorithms, a JWKS document (``{"keys": [...]}``), or a
+            :class:`~wsgate.RemoteJWKS` that fetches it from the identity provider's URL and
+            follows its key rotation. The token's ``kid`` selects the key; with a single key,
+            ``kid`` may be absent.
         audience: When set, ``aud`` is required and must contain it. When not set, tokens that
             carry an ``aud`` are refused (RFC 7519: the recipient must identify itself).
         issuer: When set, ``iss`` is required and must equal it.
@@ -72,9 +77,9 @@ class JWTVerifier:
         self,
         *,
         algorithms: Sequence[str],
-        secret: str | bytes | None = None,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         public_key: str | bytes | None = None,
-        jwks: Mapping[str, Any] | None = None,
+        jwks: Mapping[str, Any] | RemoteJWKS | None = None,
         # Claims
         audience: str | None = None,
         issuer: str | None = None,
@@ -91,13 +96,32 @@ class JWTVerifier:
         self.max_token_bytes = _options.count("max_token_bytes", max_token_bytes, unit="bytes")
         # Keys are built once: (kid, alg) -> key. kid None is the key for tokens without one.
         self._keys = _build_keys(self.algorithms, secret, public_key, jwks)
+        self._remote = jwks if isinstance(jwks, RemoteJWKS) else None
 
     async def verify(self, token: str) -> Identity:
-        """Verify ``token``. Raises InvalidToken or TokenExpired, never anything else."""
-        return self.verify_sync(token)
+        """Verify ``token``. Raises InvalidToken or TokenExpired, never anything else; with a
+        RemoteJWKS, also AuthUnavailable when its keys cannot be had in time."""
+        if self._remote is None:
+            return self.verify_sync(token)
+        signing_input, header, payload, signature = self._split(token)
+        kid, alg = self._kid_and_alg(header)
+        return self._verified(await self._remote.key(kid, alg), signing_input, payload, signature)
 
     def verify_sync(self, token: str) -> Identity:
-        """The same as :meth:`verify`, for callers that are not async (it never blocks)."""
+        """The same as :meth:`verify`, for callers that are not async (it never blocks).
+
+        With a RemoteJWKS it uses only the keys already fetched, and fetches nothing.
+        """
+        signing_input, header, payload, signature = self._split(token)
+        return self._verified(self._select_key(header), signing_input, payload, signature)
+
+    async def aclose(self) -> None:
+        """Stop the RemoteJWKS's fetch in progress, if any; call it at shutdown."""
+        if self._remote is not None:
+            await self._remote.aclose()
+
+    def _split(self, token: str) -> tuple[bytes, dict[str, Any], bytes, bytes]:
+        """The signing input, the parsed header, the payload segment and the signature."""
         try:
             raw = token.encode("ascii")
         except (UnicodeEncodeError, AttributeError):
@@ -108,7 +132,12 @@ class JWTVerifier:
             raise InvalidToken("the token is not three base64url segments (a compact JWS)")
         signing_input, _, signature = raw.rpartition(b".")
         header_segment, _, payload_segment = signing_input.partition(b".")
-        key = self._select_key(_parse_json_object(_unpadded(header_segment, "header"), "header"))
+        header = _parse_json_object(_unpadded(header_segment, "header"), "header")
+        return signing_input, header, payload_segment, signature
+
+    def _verified(
+        self, key: Any, signing_input: bytes, payload_segment: bytes, signature: bytes
+    ) -> Identity:
         # The key is python-jose's (its cryptography backend), checking the signature as
         # jws.verify would once it had parsed the token again: this wrapper has parsed and
         # checked it.
@@ -121,7 +150,7 @@ class JWTVerifier:
         claims = _parse_json_object(_unpadded(payload_segment, "payload"), "payload")
         return self._check_claims(claims)
 
-    def _select_key(self, header: dict[str, Any]) -> Any:
+    def _kid_and_alg(self, header: dict[str, Any]) -> tuple[str | None, str]:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise InvalidToken(f"alg {alg!r} is not one of the accepted algorithms")
@@ -130,6 +159,12 @@ class JWTVerifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidToken("kid is not a string")
+        return kid, alg
+
+    def _select_key(self, header: dict[str, Any]) -> Any:
+        kid, alg = self._kid_and_alg(header)
+        if self._remote is not None:
+            return self._remote.cached_key(kid, alg)
         key = self._keys.get((kid, alg)) or self._keys.get((None, alg))
         if key is None:
             raise InvalidToken(f"no key with kid {kid!r} for alg {alg}")
@@ -195,9 +230,9 @@ def _check_algorithms(algorithms: Sequence[str]) -> frozenset[str]:
 
 def _build_keys(
     algorithms: frozenset[str],
-    secret: str | bytes | None,
+    secret: str | bytes | Sequence[str | bytes] | None,
     public_key: str | bytes | None,
-    jwks: Mapping[str, Any] | None,
+    jwks: Mapping[str, Any] | RemoteJWKS | None,
 ) -> dict[tuple[str | None, str], Any]:
     given = [
         name
@@ -213,13 +248,7 @@ def _build_keys(
             raise ConfigurationError(
                 f"algorithms {sorted(algorithms)} are HMAC and need secret=, not {given[0]}=."
             )
-        raw = secret.encode() if isinstance(secret, str) else secret
-        if len(raw) < _MIN_SECRET_BYTES:
-            raise ConfigurationError(
-                f"the HMAC secret is {len(raw)} bytes; use at least {_MIN_SECRET_BYTES} random "
-                "bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
-            )
-        return {(None, alg): _construct(raw, alg, "secret") for alg in algorithms}
+        return {(None, alg): _hmac_key(secret, alg) for alg in algorithms}
     if secret is not None:
         raise ConfigurationError(
             f"algorithms {sorted(algorithms)} are public-key algorithms and need public_key= "
@@ -227,8 +256,43 @@ def _build_keys(
         )
     if public_key is not None:
         return _pem_keys(algorithms, public_key)
+    if isinstance(jwks, RemoteJWKS):
+        return {}  # fetched from its URL when tokens need them
     assert jwks is not None
     return _jwks_keys(algorithms, jwks)
+
+
+def _hmac_key(secret: str | bytes | Sequence[str | bytes], alg: str) -> Any:
+    """The key for ``alg`` from one secret, or a key that tries several in turn."""
+    several = not isinstance(secret, (str, bytes))
+    secrets = list(secret) if several else [secret]
+    if not secrets:
+        raise ConfigurationError("secret= is an empty list; give at least one secret.")
+    keys = []
+    for number, one in enumerate(secrets, 1):
+        raw = one.encode() if isinstance(one, str) else one
+        if not isinstance(raw, bytes):
+            raise ConfigurationError(f"secret= holds {type(one).__name__}, not str or bytes.")
+        if len(raw) < _MIN_SECRET_BYTES:
+            which = f"secret #{number} (of {len(secrets)})" if several else "secret"
+            raise ConfigurationError(
+                f"the HMAC {which} is {len(raw)} bytes; use at least {_MIN_SECRET_BYTES} "
+                "random bytes (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+            )
+        keys.append(_construct(raw, alg, "secret"))
+    return keys[0] if len(keys) == 1 else _AnyKey(tuple(keys))
+
+
+class _AnyKey:
+    """Several HMAC keys of one algorithm, tried in order: secrets during a rotation."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: tuple[Any, ...]) -> None:
+        self.keys = keys
+
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        return any(key.verify(msg, sig) for key in self.keys)
 
 
 def _jwks_keys(
