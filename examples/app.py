@@ -42,6 +42,7 @@ from wsgate import (
     GateUser,
     InvalidParams,
     Verifier,
+    gate_user,
     rpc_method,
 )
 from wsgate.connection import Connection
@@ -54,6 +55,8 @@ logger = logging.getLogger("examples.app")
 CHAT_SUBPROTOCOL = "chat"
 MCP_SUBPROTOCOL = "mcp"
 MCP_PROTOCOL_VERSION = "2025-06-18"
+OWN_VARIABLES = ("WSGATE_DATABASE_URL",)
+"""The app's own WSGATE_* variables, which GateConfig.from_env() must leave alone."""
 
 ECHO_TOOL = {
     "name": "echo",
@@ -147,8 +150,7 @@ class ChatEndpoint(GatedEndpoint):
 
     @property
     def user(self) -> GateUser:
-        user: GateUser = self.scope["user"]
-        return user
+        return gate_user(self.scope)
 
     @property
     def rooms(self) -> Rooms:
@@ -259,7 +261,7 @@ def create_app(
         database_url: Where chat messages are stored; by default ``WSGATE_DATABASE_URL``,
             else a SQLite file in the working directory.
     """
-    gate = Gate(config or GateConfig.from_env(), verifier=verifier)
+    gate = Gate(config or GateConfig.from_env(extra_variables=OWN_VARIABLES), verifier=verifier)
     store = ChatStore(database_url or os.environ.get("WSGATE_DATABASE_URL") or DEFAULT_DATABASE_URL)
     open_in_development = gate.config.is_development
     hints = {"json_endpoint": "/ws", "jsonrpc_endpoint": "/ws/mcp"}

@@ -18,6 +18,7 @@ import sys
 
 import uvicorn
 
+from examples.app import OWN_VARIABLES
 from wsgate import GateConfig, encode_subprotocol
 from wsgate._options import redacted_url
 from wsgate.testing import TokenFactory
@@ -40,7 +41,8 @@ def main() -> None:
     os.environ.setdefault("WSGATE_JWT_SECRET", secrets.token_urlsafe(48))
     os.environ.setdefault("WSGATE_ALLOWED_ORIGINS", f"http://{base},http://localhost:{args.port}")
     os.environ.setdefault("WSGATE_ALLOW_MISSING_ORIGIN", "true")
-    config = GateConfig.from_env()  # a setting that cannot be parsed fails here, by name
+    # A misspelt or unparsable setting fails here, by name.
+    config = GateConfig.from_env(extra_variables=OWN_VARIABLES)
     storage = redacted_url(config.storage)
     if args.workers < 1:
         parser.error(f"--workers must be 1 or more, not {args.workers}.")

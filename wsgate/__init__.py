@@ -2,7 +2,8 @@
 
 from wsgate.__about__ import __version__
 from wsgate._settings import Environment
-from wsgate.auth.base import GateUser, Identity, Verifier
+from wsgate.auth.base import GateUser, Identity, Verifier, gate_user
+from wsgate.auth.jwks import RemoteJWKS
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, encode_subprotocol
@@ -18,6 +19,7 @@ from wsgate.exceptions import (
     AuthUnavailable,
     ConfigurationError,
     InvalidToken,
+    NoGateUser,
     TokenExpired,
     WSGateError,
 )
@@ -62,11 +64,13 @@ __all__ = [
     "MessageSizeMiddleware",
     "Metrics",
     "MetricsMiddleware",
+    "NoGateUser",
     "OriginMiddleware",
     "PrometheusMetrics",
     "RateLimitMiddleware",
     "Refusal",
     "Registry",
+    "RemoteJWKS",
     "RemoteVerifier",
     "TokenExpired",
     "Verifier",
@@ -74,6 +78,7 @@ __all__ = [
     "__version__",
     "discovery_routes",
     "encode_subprotocol",
+    "gate_user",
     "js_route",
     "rpc_method",
 ]

@@ -53,12 +53,20 @@ def choice(name: str, value: object, valid: tuple[str, ...]) -> str:
 
 
 def rate(name: str, value: object) -> RateLimitItem:
-    """``value`` parsed as a ``limits`` rate string such as ``"30/minute"``."""
+    """``value`` parsed as a ``limits`` rate string such as ``"30/minute"``, of at least one."""
     if isinstance(value, str):
         try:
-            return limits.parse(value)
+            item = limits.parse(value)
         except ValueError:
             pass
+        else:
+            if item.amount >= 1:
+                return item
+            raise ConfigurationError(
+                f"{name} {value!r} lets no message through, so every message would be refused. "
+                "Give a rate of at least one, such as '30/minute', or None to turn the "
+                "limit off (the value off in its variable, as in WSGATE_RATE_LIMIT=off)."
+            )
     raise ConfigurationError(
         f"{name} must be a rate such as '30/minute', '5/second' or '1000 per hour', not {value!r}."
     )

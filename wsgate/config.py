@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from wsgate import _options
 from wsgate._settings import Environment, parse_environment
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX
 from wsgate.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 ENV_PREFIX = "WSGATE_"
 
@@ -27,14 +32,15 @@ class GateConfig:
     """The settings of a :class:`~wsgate.Gate`, checked once when created.
 
     Build it in code, or from ``WSGATE_*`` environment variables with :meth:`from_env`.
-    Secrets, keys and the auth URL are kept out of ``repr``.
+    Secrets, keys and the auth URL are kept out of ``repr``. List settings take any sequence
+    of strings and are kept as tuples.
     """
 
     environment: Environment = Environment.PRODUCTION
     """``production`` (the default) or ``development``. Env: ``WSGATE_ENV``."""
 
     # Origin
-    allowed_origins: tuple[str, ...] = ()
+    allowed_origins: Sequence[str] = ()
     """Exact origins allowed to connect. Env: ``WSGATE_ALLOWED_ORIGINS`` (comma-separated)."""
     allowed_origin_regex: str | None = None
     """A regex matched against the whole origin. Env: ``WSGATE_ALLOWED_ORIGIN_REGEX``."""
@@ -46,11 +52,19 @@ class GateConfig:
     # Authentication
     jwt_secret: str | None = field(default=None, repr=False)
     """HMAC secret, at least 32 bytes. Env: ``WSGATE_JWT_SECRET``."""
+    jwt_secrets: Sequence[str] = field(default=(), repr=False)
+    """Several HMAC secrets, the newest first, each at least 32 bytes: a token signed with any
+    of them verifies. Instead of ``jwt_secret``, to rotate a secret. Env:
+    ``WSGATE_JWT_SECRETS`` (comma-separated)."""
     jwt_public_key: str | None = field(default=None, repr=False)
     """PEM public key text. Env: ``WSGATE_JWT_PUBLIC_KEY`` (a path to the PEM file)."""
     jwt_jwks: Mapping[str, Any] | None = field(default=None, repr=False)
     """A JWKS document. Env: ``WSGATE_JWT_JWKS_FILE`` (a path to the JSON file)."""
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_jwks_url: str | None = field(default=None, repr=False)
+    """The identity provider's JWKS URL; keys are fetched, cached and refetched as they
+    rotate (``remote`` extra). ``https://`` in production, except on a loopback address.
+    Env: ``WSGATE_JWT_JWKS_URL``."""
+    jwt_algorithms: Sequence[str] = ("HS256",)
     """Accepted ``alg`` values. Env: ``WSGATE_JWT_ALGORITHMS`` (comma-separated)."""
     jwt_audience: str | None = None
     """Required ``aud``. Env: ``WSGATE_JWT_AUDIENCE``."""
@@ -64,7 +78,7 @@ class GateConfig:
     """Development only: no token logs in as ``dev_user``. Env: ``WSGATE_DEV_BYPASS``."""
     dev_user: str = "dev-user"
     """Subject of the bypass user. Env: ``WSGATE_DEV_USER``."""
-    subprotocol_prefixes: tuple[str, ...] = (DEFAULT_SUBPROTOCOL_PREFIX,)
+    subprotocol_prefixes: Sequence[str] = (DEFAULT_SUBPROTOCOL_PREFIX,)
     """Token prefixes in Sec-WebSocket-Protocol. Env: ``WSGATE_SUBPROTOCOL_PREFIXES``."""
     query_param: str | None = None
     """Query parameter to read a token from; off by default. Env: ``WSGATE_QUERY_PARAM``."""
@@ -145,7 +159,7 @@ class GateConfig:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
         set_(self, "environment", parse_environment(self.environment))
-        for name in ("allowed_origins", "jwt_algorithms", "subprotocol_prefixes"):
+        for name in ("allowed_origins", "jwt_secrets", "jwt_algorithms", "subprotocol_prefixes"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigurationError(
@@ -178,6 +192,17 @@ class GateConfig:
                 f"storage must be 'memory://' or a redis:// / rediss:// URL, not "
                 f"{_options.redacted_url(self.storage)!r}."
             )
+        if self.jwt_secret is not None and self.jwt_secrets:
+            raise ConfigurationError(
+                "both jwt_secret (WSGATE_JWT_SECRET) and jwt_secrets (WSGATE_JWT_SECRETS) are "
+                "set; put every secret in jwt_secrets, the newest first, and unset jwt_secret."
+            )
+        for name in ("jwt_audience", "jwt_issuer"):
+            if getattr(self, name) == "":
+                raise ConfigurationError(
+                    f"{name} is the empty string, which no token carries, so every token would "
+                    f"be refused; give the value tokens carry, or None to skip the check."
+                )
         if self.dev_bypass and self.environment is Environment.PRODUCTION:
             raise ConfigurationError(
                 "dev_bypass is on in a production config (WSGATE_DEV_BYPASS with WSGATE_ENV "
@@ -200,29 +225,100 @@ class GateConfig:
         return 4 * self.max_message_bytes
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> GateConfig:
+    def variables(cls) -> dict[str, str]:
+        """Every ``WSGATE_*`` variable :meth:`from_env` reads, with the field it sets."""
+        return {_variable(item.name): item.name for item in fields(cls)}
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        extra_variables: Iterable[str] = (),
+        **overrides: Unpack[GateSettings],
+    ) -> GateConfig:
         """Read ``WSGATE_*`` variables; ``overrides`` win over the environment.
 
-        Raises ConfigurationError naming the variable when a value cannot be parsed.
+        Args:
+            environ: The variables to read; ``os.environ`` by default.
+            extra_variables: ``WSGATE_*`` names your own code reads, which are not wsgate
+                settings, e.g. ``["WSGATE_DATABASE_URL"]``. A name ending in ``*`` allows
+                every variable it starts, e.g. ``"WSGATE_MYAPP_*"``.
+            overrides: Fields of the config, which replace what the environment says.
+
+        Raises ConfigurationError at the first mistake: a ``WSGATE_*`` variable that is not a
+        setting (naming the nearest one), a value that cannot be parsed (naming the
+        variable), or settings that would refuse every handshake.
         """
         env = os.environ if environ is None else environ
+        _check_names(env, cls.variables(), extra_variables)
         values: dict[str, Any] = {}
         for item in fields(cls):
             name = item.name
-            variable, parse = _ENV_READERS.get(name, (ENV_PREFIX + name.upper(), None))
+            variable = _variable(name)
             raw = env.get(variable)
             if raw is None or raw.strip() == "":
                 continue
             if raw.strip().lower() in _OFF and "None" in str(item.type):
                 values[name] = None
                 continue
-            parser = parse or _parser_for(item.type)
+            parser = _ENV_PARSERS.get(name) or _parser_for(item.type)
             try:
                 values[name] = parser(raw.strip())
             except (ValueError, OSError) as exc:
                 raise ConfigurationError(f"{variable}={raw!r} cannot be used: {exc}") from None
         values.update(overrides)
-        return cls(**values)
+        config = cls(**values)
+        _check_someone_may_connect(config)
+        return config
+
+
+class GateSettings(TypedDict, total=False):
+    """The fields of :class:`GateConfig`, as keyword arguments of :meth:`GateConfig.from_env`
+    (and :meth:`Gate.from_env <wsgate.Gate.from_env>`), so that type checkers check them."""
+
+    environment: Environment
+    allowed_origins: Sequence[str]
+    allowed_origin_regex: str | None
+    allow_missing_origin: bool
+    allow_any_origin: bool
+    jwt_secret: str | None
+    jwt_secrets: Sequence[str]
+    jwt_public_key: str | None
+    jwt_jwks: Mapping[str, Any] | None
+    jwt_jwks_url: str | None
+    jwt_algorithms: Sequence[str]
+    jwt_audience: str | None
+    jwt_issuer: str | None
+    jwt_leeway: float
+    auth_url: str | None
+    dev_bypass: bool
+    dev_user: str
+    subprotocol_prefixes: Sequence[str]
+    query_param: str | None
+    reject_before_accept: bool
+    max_message_bytes: int
+    message_size_policy: Literal["refuse", "close"]
+    rate_limit: str | None
+    rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"]
+    rate_limit_close_after: int | None
+    legacy_messages: bool
+    max_batch: int
+    max_depth: int
+    ping_limit: str | None
+    refresh_limit: str | None
+    max_connections_per_user: int | None
+    connection_policy: Literal["evict_oldest", "reject_new"]
+    heartbeat_interval: float | None
+    heartbeat_timeout: float
+    idle_timeout: float | None
+    max_lifetime: float | None
+    send_timeout: float | None
+    storage: str
+    backend_policy: Literal["fail_open", "fail_closed"]
+    registry_ttl: float
+    secure_config_requires_auth: bool
+    metrics_path: str | None
 
 
 _OFF = frozenset({"off", "none"})
@@ -258,13 +354,99 @@ def _parser_for(annotation: object) -> Callable[[str], Any]:
         return float
     if text.startswith("int"):
         return int
-    if text.startswith("tuple"):
+    if text.startswith(("tuple", "Sequence")):
         return _list
     return str
 
 
-_ENV_READERS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "environment": ("WSGATE_ENV", str),
-    "jwt_public_key": ("WSGATE_JWT_PUBLIC_KEY", _read_text),
-    "jwt_jwks": ("WSGATE_JWT_JWKS_FILE", _read_json),
+_ENV_NAMES = {
+    "environment": "WSGATE_ENV",
+    "jwt_jwks": "WSGATE_JWT_JWKS_FILE",
 }
+"""The variables whose name is not ``WSGATE_`` and the field's name in capitals."""
+
+_ENV_PARSERS: dict[str, Callable[[str], Any]] = {
+    "environment": str,
+    "jwt_public_key": _read_text,
+    "jwt_jwks": _read_json,
+}
+"""The variables that hold something else than the field's value: a path to read."""
+
+
+def _variable(name: str) -> str:
+    return _ENV_NAMES.get(name, ENV_PREFIX + name.upper())
+
+
+# What Kubernetes puts in the environment of every pod for a Service named "wsgate" (or
+# "wsgate-..."): WSGATE_SERVICE_HOST, WSGATE_SERVICE_PORT[_NAME], WSGATE_PORT and
+# WSGATE_PORT_8000_TCP[_PROTO|_PORT|_ADDR]. They are not settings, and not mistakes either.
+_SERVICE_LINK = re.compile(
+    r"WSGATE_(?:[A-Z0-9_]+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT(?:_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)?)"
+)
+
+
+def _check_names(
+    env: Mapping[str, str], known: Mapping[str, str], extra_variables: Iterable[str]
+) -> None:
+    """Refuse ``WSGATE_*`` variables that are not settings: a typo must not go unnoticed."""
+    if isinstance(extra_variables, str):
+        raise ConfigurationError(
+            f"extra_variables must be a list of names, not the string {extra_variables!r}; "
+            f"write [{extra_variables!r}]."
+        )
+    extra = tuple(extra_variables)
+    for allowed in extra:
+        if not isinstance(allowed, str) or not allowed.startswith(ENV_PREFIX):
+            raise ConfigurationError(
+                f"extra_variables lists {allowed!r}; only names that start with {ENV_PREFIX} "
+                f"are checked, so list those, such as 'WSGATE_DATABASE_URL' or 'WSGATE_MYAPP_*'."
+            )
+        if allowed in known:
+            raise ConfigurationError(
+                f"extra_variables lists {allowed}, which is a wsgate setting "
+                f"({known[allowed]}); remove it from extra_variables."
+            )
+    exact = {name for name in extra if not name.endswith("*")}
+    prefixes = tuple(name[:-1] for name in extra if name.endswith("*"))
+    unknown = sorted(
+        name
+        for name in env
+        if name.upper().startswith(ENV_PREFIX)
+        and name not in known
+        and name not in exact
+        and not name.startswith(prefixes)
+        and not _SERVICE_LINK.fullmatch(name)
+    )
+    if unknown:
+        # Compared without the prefix, which every name shares and would make all look alike,
+        # and with the field names too: WSGATE_ENVIRONMENT means WSGATE_ENV.
+        candidates = {name.upper(): variable for variable, name in known.items()}
+        candidates.update({variable[len(ENV_PREFIX) :]: variable for variable in known})
+        problems = " ".join(_unknown(name, candidates) for name in unknown)
+        raise ConfigurationError(
+            f"{problems} Fix the name, or, if your own code reads it, allow it with "
+            "GateConfig.from_env(extra_variables=[...]). The settings are listed in "
+            "docs/configuration.md."
+        )
+
+
+def _unknown(name: str, candidates: Mapping[str, str]) -> str:
+    suffix = name[len(ENV_PREFIX) :].upper()
+    nearest = difflib.get_close_matches(suffix, candidates, n=1, cutoff=0.7)
+    if nearest:
+        return f"{name} is not a wsgate setting; did you mean {candidates[nearest[0]]}?"
+    return f"{name} is not a wsgate setting."
+
+
+def _check_someone_may_connect(config: GateConfig) -> None:
+    """Refuse origin settings that let no client at all through the handshake."""
+    if config.allowed_origins or config.allowed_origin_regex or config.allow_missing_origin:
+        return
+    raise ConfigurationError(
+        "no client may connect: with WSGATE_ALLOWED_ORIGINS and WSGATE_ALLOWED_ORIGIN_REGEX "
+        "unset, every browser is refused, and with WSGATE_ALLOW_MISSING_ORIGIN off, so is "
+        "every client that sends no Origin. Set WSGATE_ALLOWED_ORIGINS to the origins of your "
+        "pages (such as https://app.example.com), or WSGATE_ALLOW_MISSING_ORIGIN=true for "
+        "clients that are not browsers."
+    )

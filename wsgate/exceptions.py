@@ -9,6 +9,7 @@ Every exception wsgate raises on purpose derives from :class:`WSGateError`::
      │    ├── TokenExpired         close 1008 "token_expired"
      │    └── AuthUnavailable      close 1013 "auth_unavailable"
      ├── BackendUnavailable        close 1013 "backend_unavailable" (wsgate.backends)
+     ├── NoGateUser                gate_user() on a connection no gate authenticated
      └── ErrorReply                an error frame in answer to one message (wsgate.endpoint)
           └── InvalidParams        error frame "invalid_params"
 
@@ -38,6 +39,14 @@ class ConfigurationError(WSGateError, ValueError):
 
     Raised at construction, never while serving: a gate that starts is configured correctly.
     The message names the option, the bad value and what would be valid.
+    """
+
+
+class NoGateUser(WSGateError, LookupError):
+    """:func:`~wsgate.gate_user` was given a connection that no gate authenticated.
+
+    A programming error, never a client's: the endpoint is not behind a
+    :class:`~wsgate.Gate` (or an :class:`~wsgate.AuthMiddleware`).
     """
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
 
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 
 from wsgate._window import LocalStorage
 from wsgate.auth.base import Verifier
+from wsgate.auth.jwks import RemoteJWKS
 from wsgate.auth.jwt import JWTVerifier
-from wsgate.config import GateConfig
+from wsgate.config import GateConfig, GateSettings
 from wsgate.endpoint import GatedEndpoint
 from wsgate.errors import Protocol
 from wsgate.exceptions import ConfigurationError
@@ -26,6 +27,9 @@ from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
 from wsgate.middleware.size import MessageSizeMiddleware
 from wsgate.pipeline import GatePipeline
 from wsgate.registry import MemoryRegistry, Registry
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Layer = TypeVar("Layer")
 
@@ -114,9 +118,12 @@ class Gate:
         self._layers: list[object] = []
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Gate:
-        """A gate configured from ``WSGATE_*`` environment variables."""
-        return cls(GateConfig.from_env(**overrides))
+    def from_env(
+        cls, *, extra_variables: Iterable[str] = (), **overrides: Unpack[GateSettings]
+    ) -> Gate:
+        """A gate configured from ``WSGATE_*`` environment variables: see
+        :meth:`GateConfig.from_env <wsgate.GateConfig.from_env>`."""
+        return cls(GateConfig.from_env(extra_variables=extra_variables, **overrides))
 
     def wrap(
         self,
@@ -281,7 +288,8 @@ def _registry_from(config: GateConfig) -> Registry:
 
 
 def _verifier_from(config: GateConfig) -> Verifier | None:
-    keys = [config.jwt_secret, config.jwt_public_key, config.jwt_jwks]
+    secret = tuple(config.jwt_secrets) or config.jwt_secret
+    keys = [secret, config.jwt_public_key, config.jwt_jwks, config.jwt_jwks_url]
     if config.auth_url is not None:
         if any(key is not None for key in keys):
             raise ConfigurationError(
@@ -296,13 +304,22 @@ def _verifier_from(config: GateConfig) -> Verifier | None:
             return None  # development with only the bypass: offered tokens are refused
         raise ConfigurationError(
             "a production gate needs a way to verify tokens: set WSGATE_JWT_SECRET (at least "
-            "32 bytes), WSGATE_JWT_PUBLIC_KEY, WSGATE_JWT_JWKS_FILE or WSGATE_AUTH_URL."
+            "32 bytes), WSGATE_JWT_SECRETS, WSGATE_JWT_PUBLIC_KEY, WSGATE_JWT_JWKS_FILE, "
+            "WSGATE_JWT_JWKS_URL or WSGATE_AUTH_URL."
         )
+    jwks: Mapping[str, Any] | RemoteJWKS | None = config.jwt_jwks
+    if config.jwt_jwks_url is not None:
+        if jwks is not None:
+            raise ConfigurationError(
+                "both jwt_jwks (WSGATE_JWT_JWKS_FILE) and jwt_jwks_url (WSGATE_JWT_JWKS_URL) "
+                "are set; choose the file or the URL."
+            )
+        jwks = RemoteJWKS(config.jwt_jwks_url, environment=config.environment)
     return JWTVerifier(
         algorithms=config.jwt_algorithms,
-        secret=config.jwt_secret,
+        secret=secret or None,
         public_key=config.jwt_public_key,
-        jwks=config.jwt_jwks,
+        jwks=jwks,
         audience=config.jwt_audience,
         issuer=config.jwt_issuer,
         leeway=config.jwt_leeway,

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
 from starlette.authentication import BaseUser
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
-from wsgate.exceptions import InvalidToken
+from wsgate.exceptions import InvalidToken, NoGateUser
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,27 @@ class GateUser(BaseUser):
 
     def __repr__(self) -> str:
         return f"GateUser({self.identity!r}, is_dev={self.is_dev})"
+
+
+def gate_user(connection: HTTPConnection | Scope) -> GateUser:
+    """The :class:`GateUser` of a connection the gate let in, typed for type checkers.
+
+    ``connection`` is the endpoint's ``WebSocket`` (any Starlette ``HTTPConnection``), or the
+    ASGI ``scope`` of a plain ASGI app. ``websocket.user`` holds the same object, typed
+    ``Any``::
+
+        user = gate_user(websocket)
+        await websocket.send_json({"hello": user.identity, "scopes": user.verified.scopes})
+
+    Raises :class:`~wsgate.NoGateUser` when no gate authenticated the connection.
+    """
+    user = connection.get("user")
+    if not isinstance(user, GateUser):
+        raise NoGateUser(
+            f"this connection has no GateUser (scope['user'] is {type(user).__name__}): put "
+            "the endpoint behind the gate, with gate.route() or gate.wrap()."
+        )
+    return user
 
 
 def scopes_from_claims(claims: Mapping[str, Any]) -> tuple[str, ...]:
