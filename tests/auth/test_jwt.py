@@ -735,3 +735,31 @@ def test_mutated_tokens_only_raise_documented_exceptions() -> None:
         if isinstance(result, Identity):
             # Only a mutation that base64 decoding ignores (spare low bits) can survive.
             assert result.claims == claims(aud="api", scope="read"), mutated
+
+
+# Several HMAC secrets
+
+
+def test_several_secrets_each_verify_the_newest_first() -> None:
+    new, old = "a-new-secret-of-at-least-thirty-two-bytes!", SECRET
+    verifier = JWTVerifier(algorithms=["HS256", "HS512"], secret=[new, old.encode()], leeway=0)
+    assert verifier.verify_sync(hs256(claims(sub="by-new"), key=new)).subject == "by-new"
+    assert verifier.verify_sync(hs256(claims(sub="by-old"), key=old)).subject == "by-old"
+    hs512 = jwt.encode(claims(), new, algorithm="HS512")
+    assert verifier.verify_sync(hs512).subject == "user-1"
+    with pytest.raises(InvalidToken, match="the signature does not verify"):
+        verifier.verify_sync(hs256(claims(), key="a-third-secret-that-nobody-listed-000"))
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ([], "secret= is an empty list; give at least one secret."),
+        ([SECRET, "short"], r"the HMAC secret #2 \(of 2\) is 5 bytes; use at least 32"),
+        (["s" * 31], r"the HMAC secret #1 \(of 1\) is 31 bytes"),
+        ([SECRET, 42], "secret= holds int, not str or bytes."),
+    ],
+)
+def test_every_secret_is_checked(secret: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        JWTVerifier(algorithms=["HS256"], secret=secret)

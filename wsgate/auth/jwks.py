@@ -143,6 +143,13 @@ class RemoteJWKS:
         self.last_error: str | None = None
         """Why the last fetch failed, or None when it succeeded (or none has ended)."""
 
+    @property
+    def kids(self) -> frozenset[str | None]:
+        """The ``kid`` of every key held, None for a key without one; empty before the first
+        good fetch, and once the keys are past ``max_stale``."""
+        kids = frozenset(kid for kid, _ in self._keys or ())
+        return kids - {None} if len(kids) > 1 else kids  # a lone key also serves kid None
+
     async def key(self, kid: str | None, alg: str) -> Any:
         """The key for a token's ``kid`` and ``alg``, fetching the document when needed.
 
@@ -160,6 +167,11 @@ class RemoteJWKS:
         if task is None:  # a fetch started less than refetch_interval ago
             if keys is None:
                 raise AuthUnavailable(f"no keys from the JWKS URL yet: {self._why()}")
+            if self.last_error is not None:  # the key may well exist: the endpoint is failing
+                raise AuthUnavailable(
+                    f"no key with kid {kid!r} for alg {alg}, and the JWKS URL could not be "
+                    f"fetched: {self.last_error}"
+                )
             wait = self.refetch_interval - (now - self._started_at)
             raise InvalidToken(
                 f"no key with kid {kid!r} for alg {alg} (the next refetch may start in "
