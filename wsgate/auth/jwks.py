@@ -13,12 +13,17 @@ as a JWKS document at a URL, and rotates them there. A :class:`~wsgate.JWTVerifi
   token verified after that starts a refetch in the background and is checked with the keys
   already held.
 * A token whose ``kid`` is not among the keys starts a refetch at once, and waits for it.
+  When the document still has no such key, the token gets :class:`~wsgate.InvalidToken`
+  (close 1008 ``invalid_token``).
 * No fetch starts within ``refetch_interval`` (10 seconds) of the previous one, whatever asks
-  for it, so tokens with made-up ``kid`` values cannot turn into a flood of requests. A key
-  published under a new ``kid`` is accepted at most ``refetch_interval`` after publication.
+  for it, so tokens with made-up ``kid`` values cannot turn into a flood of requests: in that
+  interval an unknown ``kid`` gets ``InvalidToken`` at once (``AuthUnavailable`` when the
+  last fetch failed, for the key may well exist). A key published under a new ``kid`` is
+  accepted at most ``refetch_interval`` (plus the fetch) after publication.
 * A token waits for a fetch at most ``wait_timeout`` (2 seconds), then gets
-  :class:`~wsgate.AuthUnavailable` (close 1013 ``auth_unavailable``). The fetch itself goes
-  on, up to ``fetch_timeout`` (10 seconds), for the tokens that come after.
+  :class:`~wsgate.AuthUnavailable` (close 1013 ``auth_unavailable``), as it does when the
+  fetch fails and no key could serve it. The fetch itself goes on, up to ``fetch_timeout``
+  (10 seconds), for the tokens that come after.
 * While fetches fail, the last good keys keep serving until ``max_stale`` (24 hours) after
   they were fetched. Past that, every token gets ``AuthUnavailable`` until a fetch succeeds.
 * A failed fetch is logged on ``wsgate.auth`` and changes nothing. Failed means: no answer, an
@@ -147,7 +152,7 @@ class RemoteJWKS:
     def kids(self) -> frozenset[str | None]:
         """The ``kid`` of every key held, None for a key without one; empty before the first
         good fetch, and once the keys are past ``max_stale``."""
-        kids = frozenset(kid for kid, _ in self._keys or ())
+        kids = frozenset(kid for kid, _ in self._usable(time.monotonic()) or ())
         return kids - {None} if len(kids) > 1 else kids  # a lone key also serves kid None
 
     async def key(self, kid: str | None, alg: str) -> Any:
