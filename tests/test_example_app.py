@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.auth.idp import JWKS_PATH, IdP
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -134,3 +135,62 @@ async def test_the_auth_service_decides_when_wsgate_auth_url_is_set() -> None:
             async with WSClient(f"{base}/ws", token="revoked-token") as ws:
                 assert await ws.wait_closed() == (1008, "invalid_token")
     assert seen == ["good-token", "revoked-token"]
+
+
+async def test_production_with_the_identity_providers_jwks_url() -> None:
+    idp = IdP({"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)})
+    idp.publish("k1")
+    with LiveServer(idp.app) as provider:
+        env = {
+            "WSGATE_ENV": "production",
+            "WSGATE_JWT_JWKS_URL": f"{provider.url}{JWKS_PATH}",  # http:// on loopback
+            "WSGATE_JWT_ALGORITHMS": "RS256",
+            "WSGATE_ALLOW_MISSING_ORIGIN": "true",
+        }
+        with example_app(env) as base:
+            async with WSClient(f"{base}/ws", token=idp.token("k1", "gina"), open_timeout=30) as ws:
+                await ws.send_json({"type": "whoami"})
+                assert (await ws.receive_json())["payload"] == {"user": "gina", "dev": False}
+            async with WSClient(f"{base}/ws", token=idp.token("k2", signed_by="k1")) as ws:
+                assert await ws.wait_closed() == (1008, "invalid_token")
+    assert idp.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "WSGATE_ALLOWED_ORIGIN",
+            ORIGIN,
+            "WSGATE_ALLOWED_ORIGIN is not a wsgate setting; did you mean WSGATE_ALLOWED_ORIGINS?",
+        ),
+        ("WSGATE_RATE_LIMIT", "0/minute", "rate_limit '0/minute' lets no message through"),
+        ("WSGATE_JWT_JWKS_URL", "http://auth.example.com/jwks", "is http:// in production"),
+    ],
+)
+def test_a_configuration_mistake_stops_the_app_at_start_up(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WSGATE_")}
+    environ |= {
+        "WSGATE_ENV": "production",
+        "WSGATE_JWT_SECRET": "a-secret-of-at-least-thirty-two-bytes-000000",
+        "WSGATE_ALLOW_MISSING_ORIGIN": "true",
+        "WSGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/chat.sqlite3",
+        variable: value,
+    }
+    if variable == "WSGATE_JWT_JWKS_URL":
+        del environ["WSGATE_JWT_SECRET"]
+        environ["WSGATE_JWT_ALGORITHMS"] = "RS256"
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "examples.app:app", "--port", "0"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "ConfigurationError" in result.stderr
+    assert message in result.stderr
