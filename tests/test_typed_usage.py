@@ -17,7 +17,7 @@ import pytest
 
 USER_APP = Path(__file__).parent / "typed_usage" / "user_app.py"
 
-MISTAKES = '''\
+MISTAKES = """\
 from starlette.websockets import WebSocket
 
 from wsgate import GateConfig, JWTVerifier, gate_user
@@ -30,7 +30,7 @@ JWTVerifier(algorithms=["RS256"], jwks="https://idp.example.com/jwks")
 
 def whoami(websocket: WebSocket) -> int:
     return gate_user(websocket).identity
-'''
+"""
 EXPECTED = {
     "mistakes.py:5": 'Argument "rate_limit" to "GateConfig" has incompatible type "int"',
     "mistakes.py:6": 'Unexpected keyword argument "jwt_audiense" for "from_env"',
