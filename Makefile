@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: help demo demo-redis test fuzz lint typecheck docs check clean bench bench-smoke
+.PHONY: bench-instructions bench-instructions-smoke
 
 help:
 	@echo "make demo       serve the example app in development mode on http://127.0.0.1:8000"
@@ -16,6 +17,9 @@ help:
 	@echo "make docs       build the docs into site/"
 	@echo "make bench      measure the gate against a bare endpoint; writes bench/results/"
 	@echo "make bench-smoke the same with tiny counts, to check that it runs (CI)"
+	@echo "make bench-instructions  count the server's instructions per message and per"
+	@echo "                connection under valgrind (apt-get install valgrind); writes bench/results/"
+	@echo "make bench-instructions-smoke  the same with tiny counts (CI)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +59,13 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke --output $(or $(TMPDIR),/tmp)/wsgate-bench-smoke
+
+# INSTRUCTIONS_ARGS="--runs 2" to see how far two runs agree.
+bench-instructions: $(STAMP)
+	$(BIN)/python -m bench.instructions $(INSTRUCTIONS_ARGS)
+
+bench-instructions-smoke: $(STAMP)
+	$(BIN)/python -m bench.instructions --smoke --output $(or $(TMPDIR),/tmp)/wsgate-instructions-smoke
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -12,8 +12,9 @@ uvicorn serves ``bench.apps:create`` with ``--factory``; ``WSGATE_BENCH_APP`` na
 * the peers of :mod:`bench.peers` (``channels``, ``socketio``), each at its own path.
 
 Every app sits behind the same Starlette router, which also answers ``GET /_bench/tasks`` with
-the number of asyncio tasks in the server; ``bench.run`` reads it to count tasks per idle
-connection.
+the number of asyncio tasks in the server (``bench.run`` reads it to count tasks per idle
+connection) and ``GET /_bench/snapshot``, which ``bench.instructions`` calls to read the
+instructions counted so far by the valgrind the server runs under (see :func:`snapshot`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ async def tasks(request: Request) -> JSONResponse:
     return JSONResponse({"tasks": len(asyncio.all_tasks())})
 
 
+async def snapshot(request: Request) -> JSONResponse:
+    """Fork a child that exits at once, and answer its PID when it is gone.
+
+    Under valgrind the child starts with a copy of the parent's counters and writes them to
+    its own output file when it exits: a reading of the server's instructions so far, taken
+    without stopping the server.
+    """
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    # Blocking the loop for a moment is the point: the file is complete when we answer.
+    os.waitpid(child, 0)  # noqa: ASYNC222
+    return JSONResponse({"pid": child})
+
+
 def _gate(**settings: object) -> ASGIApp:
     config = GateConfig(
         jwt_secret=SECRET,
@@ -97,4 +113,6 @@ def create() -> Starlette:
     """The app ``WSGATE_BENCH_APP`` names: at ``/ws``, or at a peer's own path."""
     name = os.environ.get("WSGATE_BENCH_APP", "bare")
     route: BaseRoute = PEERS[name].route() if name in PEERS else WebSocketRoute("/ws", APPS[name]())
-    return Starlette(routes=[route, Route("/_bench/tasks", tasks)])
+    return Starlette(
+        routes=[route, Route("/_bench/tasks", tasks), Route("/_bench/snapshot", snapshot)]
+    )

@@ -5,6 +5,7 @@ so the client's CPU never competes with the server's. Every loop is bounded by a
 deadline, and every address is 127.0.0.1.
 
     python -m bench.load echo --url ws://127.0.0.1:8001/ws --connections 50 --seconds 5
+    python -m bench.load echo --url ... --connections 10 --messages 1000
     python -m bench.load handshakes --url ... --count 500 --concurrency 16
     python -m bench.load idle --url ... --connections 2000
     python -m bench.load echo --protocol socketio --url ws://.../socket.io/?EIO=4&transport=websocket
@@ -126,15 +127,23 @@ async def _open(url: str, user: int, protocol: type[Plain]) -> Plain:
     return session
 
 
-async def echo(url: str, protocol: type[Plain], connections: int, seconds: float) -> dict[str, Any]:
+async def echo(
+    url: str, protocol: type[Plain], connections: int, seconds: float, messages: int | None = None
+) -> dict[str, Any]:
+    """Echo on every connection for ``seconds``, or ``messages`` times each when given."""
     sessions = [await _open(url, user, protocol) for user in range(connections)]
     latencies: list[float] = []
     start = time.perf_counter()
     deadline = start + seconds
 
+    def more(count: int) -> bool:
+        if messages is None:
+            return time.perf_counter() < deadline
+        return count < messages
+
     async def talk(session: Plain) -> int:
         count = 0
-        while time.perf_counter() < deadline:
+        while more(count):
             sent = time.perf_counter()
             await session.echo()
             latencies.append(time.perf_counter() - sent)
@@ -199,6 +208,9 @@ def main() -> None:
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="plain")
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--messages", type=int, help="echo: this many messages per connection, not --seconds"
+    )
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
@@ -207,7 +219,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     run = _runner()
     if args.kind == "echo":
-        result = run(echo(args.url, protocol, args.connections, args.seconds))
+        result = run(echo(args.url, protocol, args.connections, args.seconds, args.messages))
     elif args.kind == "handshakes":
         result = run(handshakes(args.url, protocol, args.count, args.concurrency))
     else:

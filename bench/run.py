@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,10 @@ from bench.peers import PEERS, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+SUITE = (
+    "bare,gate,gate-redis,origin,auth,connections,size,heartbeat,ratelimit,format,channels,socketio"
+)
+"""Every app of bench.apps and bench.peers, the bare endpoint first."""
 CLIENT_TIMEOUT = 300.0
 """The longest one load-generator process may run, in seconds."""
 
@@ -109,11 +113,18 @@ def _rss_kib(pid: int) -> int:
 
 
 @contextmanager
-def serve(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
-    """Serve ``app``; yield (port, pid). The server is stopped by its PID on exit."""
+def serve(
+    app: str, env: dict[str, str], *, under: Sequence[str] = (), patience: float = 30
+) -> Iterator[tuple[int, int]]:
+    """Serve ``app``; yield (port, pid). The server is stopped by its PID on exit.
+
+    ``under`` is a command the server runs under (``bench.instructions`` passes valgrind's),
+    and ``patience`` how long it may take to start, and then to stop, in seconds.
+    """
     port = _free_port()
     command = [
         *_pinned(0),
+        *under,
         sys.executable,
         "-m",
         "uvicorn",
@@ -132,7 +143,7 @@ def serve(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
         command, cwd=ROOT, env={**os.environ, **env, "WSGATE_BENCH_APP": app}
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + patience
         while True:
             try:
                 _tasks(port)
@@ -145,7 +156,7 @@ def serve(app: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=patience)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
@@ -343,19 +354,9 @@ def plot(results: dict[str, Figures], path: Path) -> bool:
     return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--apps", default="bare,gate,gate-redis,origin,auth,connections,size,"
-                        "heartbeat,ratelimit,format,channels,socketio")  # fmt: skip
-    parser.add_argument("--runs", type=int, default=Sizes.runs)
-    parser.add_argument("--seconds", type=float, default=Sizes.seconds, help="per echo figure")
-    parser.add_argument("--smoke", action="store_true", help="tiny counts: check it works")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    sizes = Sizes(seconds=args.seconds, runs=args.runs)
-    if args.smoke:
-        sizes = Sizes(seconds=0.3, runs=1, handshakes=16, idle=20)
-    apps = [app.strip() for app in args.apps.split(",") if app.strip()]
+def chosen(names: str) -> list[str]:
+    """The apps of a comma-separated list, the bare endpoint first, less absent peers."""
+    apps = [app.strip() for app in names.split(",") if app.strip()]
     if "bare" not in apps:
         apps.insert(0, "bare")
     for peer in [app for app in apps if app in PEERS]:
@@ -364,6 +365,21 @@ def main() -> None:
             print(f"{', '.join(absent)} not installed: skipping {peer} "
                   "(pip install -e '.[bench]')", file=sys.stderr)  # fmt: skip
             apps.remove(peer)
+    return apps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", default=SUITE)
+    parser.add_argument("--runs", type=int, default=Sizes.runs)
+    parser.add_argument("--seconds", type=float, default=Sizes.seconds, help="per echo figure")
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: check it works")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sizes = Sizes(seconds=args.seconds, runs=args.runs)
+    if args.smoke:
+        sizes = Sizes(seconds=0.3, runs=1, handshakes=16, idle=20)
+    apps = chosen(args.apps)
     results: dict[str, Figures] = {app: Figures() for app in apps}
     with redis_server() as redis_url:
         env = {"WSGATE_BENCH_REDIS_URL": redis_url} if redis_url else {}
