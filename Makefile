@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: help demo demo-redis test fuzz lint typecheck docs check clean bench bench-smoke
+.PHONY: test-versions
 .PHONY: bench-instructions bench-instructions-smoke
 
 help:
@@ -12,6 +13,7 @@ help:
 	@echo "make demo-redis the same with 2 worker processes sharing Redis (WSGATE_STORAGE,"
 	@echo "                default redis://127.0.0.1:6379/0)"
 	@echo "make test       run the test suite"
+	@echo "make test-versions  run the unit and wire tests on Python 3.10, 3.12 and 3.13"
 	@echo "make check      ruff, mypy --strict and a strict docs build"
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS seconds (default 60)"
 	@echo "make docs       build the docs into site/"
@@ -36,6 +38,36 @@ demo-redis: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The other Pythons the classifiers promise, each in a venv of its own (.venv-3.10, ...) with
+# the test extra. They run the unit and wire tests: all but the real-browser tests
+# (tests/browser), the Redis ones (tests/redis), the abuse test and the tests marked slow,
+# which `make test` runs.
+TEST_VERSIONS ?= 3.10 3.12 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+VERSIONS_PYTEST_ARGS := -m "not abuse and not slow" \
+	--ignore=tests/browser --ignore=tests/redis --ignore=tests/abuse
+# python3.X: the newest pyenv build of 3.X, else the one on PATH.
+python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),\
+	$(shell command -v python$(1)))
+
+.venv-%/.installed-test: pyproject.toml
+	@test -n "$(call python_for,$*)" \
+		|| { echo "make test-versions needs Python $* (pyenv install $*)" >&2; exit 1; }
+	$(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+# Every version runs, so that a failure on one does not hide another's.
+test-versions: $(foreach version,$(TEST_VERSIONS),.venv-$(version)/.installed-test)
+	@failed=""; for version in $(TEST_VERSIONS); do \
+		echo "== Python $$version: .venv-$$version"; \
+		start=$$(date +%s); \
+		.venv-$$version/bin/python -m pytest $(VERSIONS_PYTEST_ARGS) $(PYTEST_ARGS) \
+			|| failed="$$failed $$version"; \
+		echo "== Python $$version: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	test -z "$$failed" || { echo "== failed on Python$$failed" >&2; exit 1; }
 
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
@@ -68,4 +100,4 @@ bench-instructions-smoke: $(STAMP)
 	$(BIN)/python -m bench.instructions --smoke --output $(or $(TMPDIR),/tmp)/wsgate-instructions-smoke
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* site .pytest_cache .mypy_cache .ruff_cache

@@ -539,6 +539,7 @@ class TestWebSocketSecurity:
                 await ws.send_json({"type": "echo", "payload": "other"})
                 assert (await ws.receive_json())["payload"] == "other"
 
+    @pytest.mark.slow  # waits for real tokens to expire: about 15 s
     async def test_jwt_token_expiry_handling(
         self, prod_server: LiveServer, tokens: TokenFactory
     ) -> None:
@@ -943,6 +944,7 @@ class TestWebSocketConcurrency:
 
 
 class TestWebSocketResourceManagement:
+    @pytest.mark.slow  # 5,000 connections under tracemalloc: about 45 s
     async def test_websocket_resource_cleanup(self, tokens: TokenFactory, tmp_path: Path) -> None:
         app = create_app(
             example_config(Environment.PRODUCTION, rate_limit="100000/minute"),
