@@ -9,6 +9,9 @@ would, and check that the verifier still verifies with cryptography and never wi
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -96,3 +99,30 @@ def test_ec_signatures_are_verified_by_cryptography_never_ecdsa(
 
     assert cryptography_verify.count == 2
     assert (ecdsa_keys.count, ecdsa_verify.count) == (0, 0)
+
+
+def test_verifying_an_ec_token_never_imports_ecdsa() -> None:
+    # A fresh interpreter: nothing else has imported ecdsa, or python-jose's backend for it.
+    script = textwrap.dedent(
+        """
+        import sys
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from wsgate import JWTVerifier
+        from wsgate.testing import TokenFactory
+
+        key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        factory = TokenFactory(algorithm="ES256", private_key=key.decode())
+        verifier = JWTVerifier(algorithms=["ES256"], public_key=factory.public_key)
+        print(verifier.verify_sync(factory.valid("alice")).subject)
+        print(sorted(name for name in sys.modules if "ecdsa" in name))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines() == ["alice", "[]"]
