@@ -50,8 +50,8 @@ IDLE = 2.0
 
 @dataclass(frozen=True)
 class Workload:
-    # N = 200 keeps a full run, peers included, near 6 minutes on a 2-core machine, and
-    # repeats within 0.5% (see docs/performance.md).
+    # N = 200 keeps a full run, peers included, under 6 minutes on a shared 2-core machine,
+    # and two runs agree within 0.5% on wsgate's apps, 0.75% on the peers'.
     clients: int = 10
     """The connections each phase opens."""
     messages: int = 200
