@@ -141,6 +141,8 @@ async def test_the_client_config_is_generated_from_the_gate(server: LiveServer) 
         "max_connections_per_user": 2,
         "connection_policy": "reject_new",
         "max_batch": 50,
+        "max_depth": 64,
+        "rate_limit_batch_cost": "one unit per request",
     }
     heartbeat = document["heartbeat"]
     assert (heartbeat["interval"], heartbeat["timeout"]) == (30, 20)

@@ -47,7 +47,9 @@ def test_user_code_passes_mypy_strict_and_its_mistakes_are_caught(
     shutil.copy(USER_APP, tmp_path / "user_app.py")
     (tmp_path / "mistakes.py").write_text(MISTAKES)
     (tmp_path / "mypy.ini").write_text("[mypy]\n")  # none of the project's own settings
-    cache = pytestconfig.cache.mkdir("typed-usage-mypy") if pytestconfig.cache else tmp_path
+    # No cache under `-p no:cacheprovider` (make test in CI): mypy then caches in tmp_path.
+    cache_plugin = getattr(pytestconfig, "cache", None)
+    cache = cache_plugin.mkdir("typed-usage-mypy") if cache_plugin else tmp_path
     command = [
         sys.executable,
         "-m",

@@ -340,20 +340,33 @@ class _Discovery:
             "rate_limit": rate.rate if rate else None,
             "rate_limit_strategy": rate.strategy if rate else None,
             "rate_limit_close_after": rate.close_after if rate else None,
+            # Each request of a JSON-RPC batch, notifications included, costs one message.
+            "rate_limit_batch_cost": "one unit per request" if rate else None,
             "max_connections_per_user": connections.max_per_user if connections else None,
             "connection_policy": connections.policy if connections else None,
             "max_batch": messages.max_batch if messages else None,
+            "max_depth": messages.max_depth if messages else None,
         }
 
     def _heartbeat(self) -> dict[str, Any]:
         heartbeat = self._layer(HeartbeatMiddleware)
         if heartbeat is None:
-            return {"interval": None, "timeout": None, "idle_timeout": None, "max_lifetime": None}
+            return {
+                "interval": None,
+                "timeout": None,
+                "idle_timeout": None,
+                "max_lifetime": None,
+                "ping_limit": None,
+                "refresh_limit": None,
+            }
         return {
             "interval": heartbeat.interval,
             "timeout": heartbeat.timeout,
             "idle_timeout": heartbeat.idle_timeout,
             "max_lifetime": heartbeat.max_lifetime,
+            # Per connection: the client's own pings, and its in-band refreshes.
+            "ping_limit": heartbeat.ping_limit.rate if heartbeat.ping_limit else None,
+            "refresh_limit": heartbeat.refresh_limit.rate if heartbeat.refresh_limit else None,
             "ping": {
                 "json": {"type": "ping"},
                 "jsonrpc": {"jsonrpc": "2.0", "id": f"{PING_ID_PREFIX}<n>", "method": "ping"},

@@ -8,8 +8,9 @@ whose ``send`` records frames, and no socket, since fuzzing over sockets is too 
 The documented outcomes: the message passes to the app, parsed, in a shape the endpoint
 takes (and nothing is sent); or it is answered with exactly one error frame from the
 error-frame table, in the client's shape, and never reaches the app. An error frame never
-repeats the message's content other than its ``id``. Anything else, an exception included,
-is a crash.
+repeats the message's content other than its ``id``. What passes, wsgate's own JSON writer
+can write back, wrapped in a reply envelope (the serializer round trip). Anything else, an
+exception included, is a crash.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MIDDLEWARES = [
     FormatMiddleware(None, protocol="json"),  # type: ignore[arg-type]  # admit() only
     FormatMiddleware(None, protocol="json", legacy=False),  # type: ignore[arg-type]
     FormatMiddleware(None, protocol="jsonrpc", max_batch=4),  # type: ignore[arg-type]
+    FormatMiddleware(None, protocol="json", max_depth=3),  # type: ignore[arg-type]
+    FormatMiddleware(None, protocol="jsonrpc", max_depth=128),  # type: ignore[arg-type]
 ]
 CODES = {error.code for error in MESSAGE_ERRORS}
 RPC_CODES = {error.jsonrpc_code for error in MESSAGE_ERRORS}
@@ -47,6 +50,8 @@ PIECES = [
     b'"S3CR3T"',
     b"[",
     b"]",
+    b"[[[[[[[[[[[[[[[[",
+    b"]]]]]]]]]]]]]]]]",
     b"{",
     b"}",
     b",",
@@ -128,6 +133,11 @@ def check(data: bytes) -> None:
         return
     assert sent == [], sent
     value = message[PARSED_KEY]
+    # The serializer round trip: an echo, or a reply that wraps the message twice more.
+    assert orjson.loads(orjson.dumps({"type": "reply", "payload": [value]})) == {
+        "type": "reply",
+        "payload": [value],
+    }
     if not rpc:
         assert isinstance(value, dict), value
         assert isinstance(value.get("type"), str), value

@@ -182,6 +182,11 @@ def format_seeds() -> list[bytes]:
     ]
     for which, raw in [(0, b'{"type": NaN}'), (2, b'"\\ud800"'), (0, b"[" * 2000), (1, b"S3CR3T")]:
         seeds.append(bytes(Seed().pick(which).byte(1).flag(True).raw(raw).data))
+    # Nesting that orjson reads but cannot write back (255 to 1024 levels), and just within
+    # a small max_depth; legacy, so that the rewrite would have to write it.
+    for which, depth in [(0, 300), (4, 300), (3, 3), (3, 4)]:
+        deep = b'{"event": "e", "data": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+        seeds.append(bytes(Seed().pick(which).byte(1).flag(True).raw(deep).data))
     seeds.append(bytes(Seed().pick(0).byte(0).raw(b"\x00binary").data))  # a binary frame
     return seeds
 

@@ -191,6 +191,8 @@ class FormatMiddleware:
         value = decoded(message)
         text = message.get("text")
         if text is not None and len(text) >= self._shallow and self._too_deep(text, value):
+            if self._is_legacy(value):
+                self._speaks_legacy(connection, scope)  # answered in the client's shape
             return _quietly(
                 connection.send_error(
                     INVALID_MESSAGE,
@@ -265,9 +267,7 @@ class FormatMiddleware:
     def _normalise_legacy(
         self, connection: Connection, scope: Scope, message: Message, value: dict[str, Any]
     ) -> Problem | None:
-        # The client speaks the legacy shape: so do its errors, from here on.
-        connection.legacy = True
-        scope[FORMAT_KEY] = "legacy"
+        self._speaks_legacy(connection, scope)
         event = value["event"]
         if not isinstance(event, str) or not event:
             return INVALID_MESSAGE, (
@@ -372,6 +372,21 @@ class FormatMiddleware:
                 return INVALID_MESSAGE, 'A response has "result" or "error", not both.'
             return None
         return INVALID_MESSAGE, 'The request has no "method".'
+
+    def _is_legacy(self, value: Any) -> bool:
+        return (
+            self.protocol == "json"
+            and self.legacy
+            and type(value) is dict
+            and "event" in value
+            and "type" not in value
+        )
+
+    @staticmethod
+    def _speaks_legacy(connection: Connection, scope: Scope) -> None:
+        """The client speaks the legacy shape: so do its errors, from here on."""
+        connection.legacy = True
+        scope[FORMAT_KEY] = "legacy"
 
     def _too_deep(self, text: str, value: Any) -> bool:
         """Whether ``value``, parsed from ``text``, nests deeper than ``max_depth``."""
