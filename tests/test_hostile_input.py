@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import websockets.version
 
 from examples.app import create_app
 from tests.conftest import ALLOWED_ORIGIN, SECRET, database_url, example_config
@@ -121,9 +122,12 @@ async def test_client_text_cannot_forge_log_lines(
     assert closed.user_id == "eve\\r\\nCRITICAL wsgate.auth: root login\\x1b[2J"  # type: ignore[attr-defined]
     origin = refused[1]
     assert origin.reason == "origin_not_allowed"  # type: ignore[attr-defined]
-    assert origin.detail.startswith("Origin https://evil.example\\x85BBB")  # type: ignore[attr-defined]
+    # The client library may send the header as UTF-8 or Latin-1: either way, escaped.
+    assert origin.detail.startswith("Origin https://evil.example")  # type: ignore[attr-defined]
+    assert "\\x85BBB" in origin.detail  # type: ignore[attr-defined]
     assert origin.detail.endswith("characters)")  # type: ignore[attr-defined]
-    assert origin.user_agent.startswith("bot\\x85AAA")  # type: ignore[attr-defined]
+    assert origin.user_agent.startswith("bot")  # type: ignore[attr-defined]
+    assert "\\x85AAA" in origin.user_agent  # type: ignore[attr-defined]
 
 
 # 2. A query-string token in the server's access log
@@ -393,9 +397,11 @@ async def test_the_server_refuses_some_handshakes_before_the_gate(
             400,
         ),
         "/ in a subprotocol": (f"{origin}Sec-WebSocket-Protocol: chat, a/b\r\n", 400),
-        "headers over 8 KiB": (f"{origin}X-Pad: {'a' * 9000}\r\n{bearer}", 431),
         "+ in a subprotocol": (f"{origin}Sec-WebSocket-Protocol: chat, a+b\r\n", 101),
     }
+    if int(websockets.version.version.split(".")[0]) >= 17:
+        # Older websockets (16, the last for Python 3.10) leave it unanswered (see the docs).
+        cases["headers over 8 KiB"] = (f"{origin}X-Pad: {'a' * 9000}\r\n{bearer}", 431)
     for name, (headers, expected) in cases.items():
         status, _ = await raw_handshake(server, headers)
         assert status == expected, name
