@@ -106,3 +106,28 @@ async def test_aclose_closes_the_remote_verifiers_client() -> None:
     assert isinstance(gate.verifier, RemoteVerifier)
     await gate.aclose()
     assert gate.verifier._client.is_closed
+
+
+async def echo_function(websocket: WebSocket) -> None:
+    await websocket.accept()
+    message = await websocket.receive_json()
+    await websocket.send_json({"type": "echo", "payload": message.get("payload")})
+    await websocket.close()
+
+
+async def test_route_takes_a_plain_async_function_as_websocketroute_does() -> None:
+    gate = Gate(GateConfig(jwt_secret=SECRET, allowed_origins=[ORIGIN]))
+    app = Starlette(routes=[gate.route("/fn", echo_function)])
+    tokens = TokenFactory(SECRET)
+    with LiveServer(app) as server:
+        async with WSClient(server.ws("/fn"), origin=ORIGIN) as ws:
+            assert await ws.wait_closed() == (1008, "auth_required")  # gated
+        async with WSClient(server.ws("/fn"), origin=ORIGIN, token=tokens.valid("ann")) as ws:
+            await ws.send_json({"type": "echo", "payload": 5})
+            assert (await ws.expect("echo"))["payload"] == 5
+
+
+def test_wrap_refuses_a_plain_function_at_start_up_and_says_what_to_pass() -> None:
+    gate = Gate(GateConfig(jwt_secret=SECRET, allowed_origins=[ORIGIN]))
+    with pytest.raises(ConfigurationError, match=r"echo_function takes one argument.*gate\.route"):
+        gate.wrap(echo_function)  # type: ignore[arg-type]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, cast
 
-from starlette.routing import WebSocketRoute
+from starlette.routing import WebSocketRoute, websocket_session
 from starlette.types import ASGIApp
+from starlette.websockets import WebSocket
 
 from wsgate._window import LocalStorage
 from wsgate.auth.base import Verifier
@@ -156,6 +158,14 @@ class Gate:
             json_endpoint: Named in the error a JSON-RPC endpoint sends for plain JSON.
             jsonrpc_endpoint: Named in the error a JSON endpoint sends for JSON-RPC.
         """
+        if _is_websocket_function(app):
+            name = getattr(app, "__qualname__", repr(app))
+            raise ConfigurationError(
+                f"{name} takes one argument, a WebSocket: it is a websocket endpoint function, "
+                "not an ASGI app, and wrapping it would fail at its first connection. Pass it "
+                "to gate.route(path, endpoint), or wrap starlette.routing.websocket_session("
+                f"{name})."
+            )
         config = self.config
         bypass = config.dev_bypass if dev_bypass is None else dev_bypass
         if protocol == "auto":
@@ -239,12 +249,23 @@ class Gate:
         """Every middleware of type ``kind`` the gate has put in front of an app."""
         return [layer for layer in self._layers if isinstance(layer, kind)]
 
-    def route(self, path: str, endpoint: ASGIApp, **options: Any) -> WebSocketRoute:
+    def route(
+        self,
+        path: str,
+        endpoint: ASGIApp | Callable[[WebSocket], Awaitable[None]],
+        **options: Any,
+    ) -> WebSocketRoute:
         """A Starlette ``WebSocketRoute`` for ``path`` with the gate in front of ``endpoint``.
 
-        ``options`` are :meth:`wrap`'s keyword arguments.
+        ``endpoint`` is what a ``WebSocketRoute`` takes: an endpoint class (such as a
+        :class:`~wsgate.GatedEndpoint`), an ASGI app, or an ``async def`` function of one
+        ``WebSocket``. ``options`` are :meth:`wrap`'s keyword arguments.
         """
-        return WebSocketRoute(path, self.wrap(endpoint, path=path, **options))
+        if _is_websocket_function(endpoint):
+            app = websocket_session(endpoint)
+        else:
+            app = cast(ASGIApp, endpoint)
+        return WebSocketRoute(path, self.wrap(app, path=path, **options))
 
     async def backend_health(self) -> dict[str, Any]:
         """The state of the shared-state backend, for the health endpoint.
@@ -272,6 +293,20 @@ class Gate:
             await aclose()
         await self.registry.aclose()
         self.metrics.close()
+
+
+def _is_websocket_function(
+    endpoint: object,
+) -> TypeGuard[Callable[[WebSocket], Awaitable[None]]]:
+    """Whether ``endpoint`` is an ``async def handler(websocket)``, as ``WebSocketRoute`` takes,
+    rather than an ASGI app of three arguments."""
+    if not (inspect.isfunction(endpoint) or inspect.ismethod(endpoint)):
+        return False
+    try:
+        parameters = inspect.signature(endpoint).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(parameters) == 1
 
 
 def _is_gated_endpoint(app: ASGIApp) -> TypeGuard[type[GatedEndpoint]]:
