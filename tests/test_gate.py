@@ -17,6 +17,7 @@ from wsgate import (
     JWTVerifier,
     RemoteVerifier,
 )
+from wsgate.errors import INVALID_PARAMS
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -131,3 +132,34 @@ def test_wrap_refuses_a_plain_function_at_start_up_and_says_what_to_pass() -> No
     gate = Gate(GateConfig(jwt_secret=SECRET, allowed_origins=[ORIGIN]))
     with pytest.raises(ConfigurationError, match=r"echo_function takes one argument.*gate\.route"):
         gate.wrap(echo_function)  # type: ignore[arg-type]
+
+
+async def refusing_function(websocket: WebSocket) -> None:
+    await websocket.accept()
+    connection = websocket.scope["wsgate.connection"]
+    message = await websocket.receive()  # the ASGI message, or its parsed value: both work
+    await connection.send_error(INVALID_PARAMS, "Say it differently.", to=message)
+    parsed = await websocket.receive_json()
+    await connection.send_error(INVALID_PARAMS, "Still no.", to=parsed, limit=3)
+    await websocket.close()
+
+
+async def test_any_handler_sends_an_error_frame_with_to_and_it_is_counted() -> None:
+    gate = Gate(GateConfig(jwt_secret=SECRET, allowed_origins=[ORIGIN]))
+    app = Starlette(routes=[gate.route("/raw", refusing_function)])
+    token = TokenFactory(SECRET).valid("ann")
+    with LiveServer(app) as server:
+        async with WSClient(server.ws("/raw"), origin=ORIGIN, token=token) as ws:
+            await ws.send_json({"type": "say", "payload": "SECRET-PAYLOAD", "id": 7})
+            first = await ws.expect("error")
+            await ws.send_json({"type": "say", "payload": "SECRET-PAYLOAD", "id": "b"})
+            second = await ws.expect("error")
+    assert first == {
+        "type": "error",
+        "error": {"code": "invalid_params", "message": "Say it differently."},
+        "id": 7,
+    }
+    assert second["id"] == "b"
+    assert second["error"]["limit"] == 3
+    assert "SECRET-PAYLOAD" not in str(ws.history[1].data) + str(ws.history[3].data)
+    assert gate.stats()["endpoints"]["/raw"]["message_errors"] == {"invalid_params": 2}

@@ -102,6 +102,20 @@ def message_id(value: Any) -> str | int | None:
     return None
 
 
+_ASGI_RECEIVE_KEYS: Final = frozenset({"type", "text", "bytes", PARSED_KEY, REJECTED_KEY})
+
+
+def _message_id_of(message: Any) -> str | int | None:
+    """The ``id`` of a message given parsed, or as its ASGI ``websocket.receive`` message."""
+    if (
+        isinstance(message, dict)
+        and message.get("type") == "websocket.receive"
+        and message.keys() <= _ASGI_RECEIVE_KEYS
+    ):
+        message = decoded(message)
+    return message_id(message)
+
+
 def identity_key(scope: Scope, prefix: str, key: Callable[[Scope], str] | None = None) -> str:
     """Whose a connection is, for per-user limits: ``key(scope)`` when given, else the
     authenticated user (not the dev bypass user), else the client address; namespaced by
@@ -268,13 +282,26 @@ class Connection:
         error: MessageError,
         message: str,
         *,
+        to: Any = None,
         message_id: Any = None,
         **extra: Any,
     ) -> None:
         """Answer one message with an error frame in the client's shape; the connection stays.
 
+        For any handler, :class:`~wsgate.GatedEndpoint` or not (FastAPI, Litestar, raw ASGI):
+        ``scope["wsgate.connection"].send_error(wsgate.errors.INVALID_PARAMS, "...", to=msg)``.
         The error is counted in the gate's metrics.
+
+        Args:
+            error: The row of the error-frame table.
+            message: A sentence for the client saying what is wrong and what to do.
+            to: The message being answered, as ``GatedEndpoint.error`` takes it: its ``id``
+                is echoed, never its content.
+            message_id: The ``id`` to echo, when you have it rather than the message.
+            extra: Numbers and names added to the error.
         """
+        if to is not None and message_id is None:
+            message_id = _message_id_of(to)
         self.count_error(error)
         frame = error_frame(
             error,
