@@ -58,15 +58,17 @@ python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin
 	.venv-$*/bin/python -m pip install --quiet -e ".[test]"
 	@touch $@
 
-# Every version runs, so that a failure on one does not hide another's.
+# Every version runs, so that a failure on one does not hide another's. They run at once, each
+# into a log of its own printed when all are done: the tests mostly wait on sockets, so three
+# at a time take little longer than one (every test server binds a port of its own).
 test-versions: $(foreach version,$(TEST_VERSIONS),.venv-$(version)/.installed-test)
-	@failed=""; for version in $(TEST_VERSIONS); do \
-		echo "== Python $$version: .venv-$$version"; \
-		start=$$(date +%s); \
-		.venv-$$version/bin/python -m pytest $(VERSIONS_PYTEST_ARGS) $(PYTEST_ARGS) \
-			|| failed="$$failed $$version"; \
-		echo "== Python $$version: $$(( $$(date +%s) - start )) s"; \
-	done; \
+	@start=$$(date +%s); for version in $(TEST_VERSIONS); do \
+		( .venv-$$version/bin/python -m pytest $(VERSIONS_PYTEST_ARGS) $(PYTEST_ARGS) \
+			> .venv-$$version/test.log 2>&1; echo $$? > .venv-$$version/test.rc ) & \
+	done; wait; failed=""; for version in $(TEST_VERSIONS); do \
+		echo "== Python $$version: .venv-$$version"; cat .venv-$$version/test.log; \
+		test "$$(cat .venv-$$version/test.rc)" = 0 || failed="$$failed $$version"; \
+	done; echo "== all versions: $$(( $$(date +%s) - start )) s"; \
 	test -z "$$failed" || { echo "== failed on Python$$failed" >&2; exit 1; }
 
 FUZZ_SECONDS ?= 60
