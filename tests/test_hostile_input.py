@@ -276,8 +276,13 @@ async def test_each_request_of_a_batch_costs_one_unit(
         assert {answer["error"]["data"]["reason"] for answer in answers} == {"rate_limited"}
         await ws.send_json(rpc(30))
         assert (await ws.receive_json())["error"]["data"]["reason"] == "rate_limited"
+        # Notifications only: one frame (id null) says why nothing ran; each counts once.
+        await ws.send_json([rpc(None, "notifications/initialized")] * 2)
+        error = await ws.receive_json()
+        assert error["id"] is None
+        assert error["error"]["data"]["reason"] == "rate_limited"
     stats = gate_of(server).stats()["endpoints"]["/ws/mcp"]
-    assert stats["message_errors"]["rate_limited"] == 3 + 3 + 1
+    assert stats["message_errors"]["rate_limited"] == 3 + 3 + 1 + 2
 
 
 async def test_the_batch_cost_is_published(example: Callable[..., LiveServer]) -> None:

@@ -38,7 +38,7 @@ from wsgate.connection import (
     identity_key,
     message_id,
 )
-from wsgate.errors import RATE_LIMITED, error_object
+from wsgate.errors import RATE_LIMITED, error_frame, error_object
 from wsgate.exceptions import ConfigurationError
 
 __all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
@@ -351,11 +351,7 @@ class RateLimitMiddleware:
         state.refused += 1
         key, connection = state.rate_key, state.connection
         batch = self.batch_of(state, message)
-        rejected = [] if batch is None else await self._batch_errors(state, batch)
-        if rejected:
-            with contextlib.suppress(OSError):  # gone; the next receive says so
-                await connection.send_text(orjson.dumps(rejected).decode())
-        else:
+        if batch is None:
             await connection.send_error(
                 RATE_LIMITED,
                 self.explanation,
@@ -363,6 +359,17 @@ class RateLimitMiddleware:
                 retry_after=await self._retry_after(key),
                 limit=self.rate,
             )
+        else:
+            # Each request is counted once, there; a batch of notifications only gets one
+            # frame (id null), so that the client learns why nothing ran.
+            rejected = await self._batch_errors(state, batch)
+            if rejected:
+                frame = orjson.dumps(rejected).decode()
+            else:
+                extra = {"retry_after": await self._retry_after(key), "limit": self.rate}
+                frame = error_frame(RATE_LIMITED, self.explanation, protocol="jsonrpc", extra=extra)
+            with contextlib.suppress(OSError):  # gone; the next receive says so
+                await connection.send_text(frame)
         if self.close_after is not None and state.refused >= self.close_after:
             await connection.close(refusals.RATE_LIMIT_ABUSE)
             return True
