@@ -45,10 +45,10 @@ from wsgate import (
     gate_user,
     rpc_method,
 )
+from wsgate.close_codes import SLOW_CONSUMER
 from wsgate.connection import Connection
 from wsgate.discovery import discovery_routes
-from wsgate.errors import INVALID_MESSAGE
-from wsgate.refusals import SLOW_CONSUMER
+from wsgate.error_frames import INVALID_MESSAGE
 
 logger = logging.getLogger("examples.app")
 

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket
 
 from wsgate import ConfigurationError
 from wsgate.endpoint import ErrorReply, GatedEndpoint, InvalidParams, rpc_method
-from wsgate.errors import INVALID_MESSAGE, RATE_LIMITED
+from wsgate.error_frames import INVALID_MESSAGE, RATE_LIMITED
 from wsgate.middleware.format import FormatMiddleware
 from wsgate.testing import HandshakeRejected, LiveServer, WSClient
 

@@ -17,7 +17,7 @@ from wsgate import (
     JWTVerifier,
     RemoteVerifier,
 )
-from wsgate.errors import INVALID_PARAMS
+from wsgate.error_frames import INVALID_PARAMS
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio

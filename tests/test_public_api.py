@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import types
@@ -101,3 +102,31 @@ def test_exception_tree_is_drawn_with_every_exception() -> None:
     assert doc.count("    WSGateError\n") == 1
     for name in exceptions:
         assert f"── {name} " in doc, f"{name} is missing from the tree in wsgate/exceptions.py"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("wsgate.refusals", "wsgate.close_codes", "TOKEN_EXPIRED"),
+        ("wsgate.errors", "wsgate.error_frames", "RATE_LIMITED"),
+    ],
+)
+def test_renamed_modules_keep_their_old_path_for_one_release(old: str, new: str, name: str) -> None:
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"import {name} from {new} instead"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(new), name)
+
+
+def test_every_exception_is_defined_in_the_module_that_draws_the_tree() -> None:
+    from wsgate import exceptions
+
+    tree = exceptions.__doc__ or ""
+    for name in exceptions.__all__:
+        cls = getattr(exceptions, name)
+        assert cls.__module__ == "wsgate.exceptions"
+        assert name in tree, f"{name} is missing from the tree in wsgate/exceptions.py"
+    for name in wsgate.__all__:
+        value = getattr(wsgate, name)
+        if isinstance(value, type) and issubclass(value, wsgate.WSGateError):
+            assert value.__module__ == "wsgate.exceptions", name

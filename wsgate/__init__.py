@@ -9,11 +9,12 @@ from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, encode_subprotocol
 from wsgate.backends import BackendUnavailable
 from wsgate.browser import js_route
+from wsgate.close_codes import CLOSE_CODES, Refusal
 from wsgate.config import GateConfig
 from wsgate.connection import Connection
 from wsgate.discovery import discovery_routes
 from wsgate.endpoint import ErrorReply, GatedEndpoint, InvalidParams, rpc_method
-from wsgate.errors import MESSAGE_ERRORS, MessageError
+from wsgate.error_frames import MESSAGE_ERRORS, MessageError
 from wsgate.exceptions import (
     AuthenticationError,
     AuthUnavailable,
@@ -32,7 +33,6 @@ from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
-from wsgate.refusals import CLOSE_CODES, Refusal
 from wsgate.registry import MemoryRegistry, Registry
 
 __all__ = [

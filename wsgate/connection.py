@@ -34,9 +34,9 @@ import orjson
 from starlette.types import Message, Scope, Send
 
 from wsgate._printable import printable
-from wsgate.errors import MessageError, Protocol, error_frame
+from wsgate.close_codes import SLOW_CONSUMER, Refusal, close_message
+from wsgate.error_frames import MessageError, Protocol, error_frame
 from wsgate.metrics import METRICS_KEY, ConnectionRecord
-from wsgate.refusals import SLOW_CONSUMER, Refusal, close_message
 
 __all__ = ["INVALID", "NOT_TEXT", "Connection", "decoded", "message_id"]
 
@@ -289,7 +289,8 @@ class Connection:
         """Answer one message with an error frame in the client's shape; the connection stays.
 
         For any handler, :class:`~wsgate.GatedEndpoint` or not (FastAPI, Litestar, raw ASGI):
-        ``scope["wsgate.connection"].send_error(wsgate.errors.INVALID_PARAMS, "...", to=msg)``.
+        ``scope["wsgate.connection"].send_error(INVALID_PARAMS, "...", to=msg)`` with
+        ``INVALID_PARAMS`` from :mod:`wsgate.error_frames`.
         The error is counted in the gate's metrics.
 
         Args:

@@ -33,7 +33,8 @@ from wsgate._query import redact_query
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import TokenExtractor
-from wsgate.errors import MESSAGE_ERRORS
+from wsgate.close_codes import AUTH_REQUIRED, AUTH_UNAVAILABLE, CLOSE_CODES, INVALID_TOKEN, Refusal
+from wsgate.error_frames import MESSAGE_ERRORS
 from wsgate.exceptions import AuthenticationError
 from wsgate.gate import Gate, origin_check
 from wsgate.metrics import PrometheusMetrics
@@ -43,7 +44,6 @@ from wsgate.middleware.format import FormatMiddleware
 from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
-from wsgate.refusals import AUTH_REQUIRED, AUTH_UNAVAILABLE, CLOSE_CODES, INVALID_TOKEN, Refusal
 
 __all__ = ["discovery_routes"]
 

@@ -28,19 +28,18 @@ from starlette.endpoints import WebSocketEndpoint
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from wsgate import _options, refusals
+from wsgate import _options, close_codes
 from wsgate._printable import printable
 from wsgate.connection import Connection, decoded, message_id
-from wsgate.errors import (
+from wsgate.error_frames import (
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     MessageError,
     Protocol,
     error_frame,
     error_object,
 )
-from wsgate.exceptions import ConfigurationError, WSGateError
+from wsgate.exceptions import ConfigurationError, ErrorReply, InvalidParams
 from wsgate.middleware.format import FORMAT_KEY, REJECTED_KEY, FormatMiddleware
 
 __all__ = ["ErrorReply", "GatedEndpoint", "InvalidParams", "rpc_method"]
@@ -58,32 +57,6 @@ _NO_METHOD: Final = "This endpoint has no method of that name (method names are 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 Result = TypeVar("Result")
-
-
-class ErrorReply(WSGateError):
-    """Raise in a handler to answer its message with an error frame instead of a reply.
-
-    The connection stays open and the failure count is not raised: this is an answer, not a
-    fault. :meth:`GatedEndpoint.message_scope` sees the exception (a session rolls back).
-
-    Args:
-        error: The row of the error-frame table, e.g. ``wsgate.errors.METHOD_NOT_FOUND``.
-        message: A sentence for the client saying what is wrong and what to do.
-        extra: Numbers and names added to the error (``data`` on JSON-RPC).
-    """
-
-    def __init__(self, error: MessageError, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.error = error
-        self.message = message
-        self.extra = extra
-
-
-class InvalidParams(ErrorReply):
-    """Raise in a handler whose parameters are wrong: ``invalid_params``, -32602 on JSON-RPC."""
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(INVALID_PARAMS, message, **extra)
 
 
 def rpc_method(name: str) -> Callable[[Handler], Handler]:
@@ -264,7 +237,7 @@ class GatedEndpoint(WebSocketEndpoint):
         The error is counted in the gate's ``message_errors``, as every error frame is.
 
         Args:
-            error: The row of the error-frame table, e.g. ``wsgate.errors.INVALID_MESSAGE``.
+            error: The row of the error-frame table, e.g. ``wsgate.error_frames.INVALID_MESSAGE``.
             message: A sentence for the client saying what is wrong and what to do.
             to: The message being answered.
             extra: Numbers and names added to the error.
@@ -320,7 +293,7 @@ class GatedEndpoint(WebSocketEndpoint):
                 self.connection.id,
                 self._failures,
             )
-            await self.connection.close(refusals.INTERNAL_ERROR)
+            await self.connection.close(close_codes.INTERNAL_ERROR)
 
     async def _answer_json(self, websocket: WebSocket, message: dict[str, Any]) -> None:
         outcome = await self._isolated(

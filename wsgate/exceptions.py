@@ -8,13 +8,13 @@ Every exception wsgate raises on purpose derives from :class:`WSGateError`::
      │    ├── InvalidToken         close 1008 "invalid_token"
      │    ├── TokenExpired         close 1008 "token_expired"
      │    └── AuthUnavailable      close 1013 "auth_unavailable"
-     ├── BackendUnavailable        close 1013 "backend_unavailable" (wsgate.backends)
+     ├── BackendUnavailable        close 1013 "backend_unavailable"
      ├── NoGateUser                gate_user() on a connection no gate authenticated
-     └── ErrorReply                an error frame in answer to one message (wsgate.endpoint)
+     └── ErrorReply                an error frame in answer to one message
           └── InvalidParams        error frame "invalid_params"
 
 Verifiers raise the ``AuthenticationError`` subclasses; the auth middleware turns them into
-the close code and reason from :mod:`wsgate.refusals`. Their messages are for server logs and
+the close code and reason from :mod:`wsgate.close_codes`. Their messages are for server logs and
 never reach a client. A shared registry raises ``BackendUnavailable`` when it cannot be
 reached and its policy is ``fail_closed``; the connection-limit layer closes the new
 connection with its refusal. Handlers of a :class:`~wsgate.GatedEndpoint` raise
@@ -24,10 +24,24 @@ does reach the client, and the connection stays open.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from wsgate import refusals
-from wsgate.refusals import Refusal
+from wsgate import close_codes
+from wsgate.close_codes import Refusal
+from wsgate.error_frames import INVALID_PARAMS, MessageError
+
+__all__ = [
+    "AuthUnavailable",
+    "AuthenticationError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "ErrorReply",
+    "InvalidParams",
+    "InvalidToken",
+    "NoGateUser",
+    "TokenExpired",
+    "WSGateError",
+]
 
 
 class WSGateError(Exception):
@@ -53,22 +67,60 @@ class NoGateUser(WSGateError, LookupError):
 class AuthenticationError(WSGateError):
     """A token was offered but not accepted."""
 
-    refusal: ClassVar[Refusal] = refusals.INVALID_TOKEN
+    refusal: ClassVar[Refusal] = close_codes.INVALID_TOKEN
 
 
 class InvalidToken(AuthenticationError):
     """The token is malformed, forged, or fails a claim check other than expiry."""
 
-    refusal = refusals.INVALID_TOKEN
+    refusal = close_codes.INVALID_TOKEN
 
 
 class TokenExpired(AuthenticationError):
     """The token's signature is valid but its ``exp`` has passed."""
 
-    refusal = refusals.TOKEN_EXPIRED
+    refusal = close_codes.TOKEN_EXPIRED
 
 
 class AuthUnavailable(AuthenticationError):
     """The token could not be checked: the auth service is down, slow or failing."""
 
-    refusal = refusals.AUTH_UNAVAILABLE
+    refusal = close_codes.AUTH_UNAVAILABLE
+
+
+class BackendUnavailable(WSGateError):
+    """The shared backend cannot be reached and its policy is ``fail_closed``.
+
+    Raised by a registry's ``add``; the new connection is closed with 1013
+    ``backend_unavailable``. Connections already open are not affected.
+    """
+
+    refusal: ClassVar[Refusal] = close_codes.BACKEND_UNAVAILABLE
+
+
+class ErrorReply(WSGateError):
+    """Raise in a handler to answer its message with an error frame instead of a reply.
+
+    The connection stays open and the failure count is not raised: this is an answer, not a
+    fault. :meth:`GatedEndpoint.message_scope <wsgate.GatedEndpoint.message_scope>` sees the
+    exception (a session rolls back).
+
+    Args:
+        error: The row of the error-frame table, e.g.
+            ``wsgate.error_frames.METHOD_NOT_FOUND``.
+        message: A sentence for the client saying what is wrong and what to do.
+        extra: Numbers and names added to the error (``data`` on JSON-RPC).
+    """
+
+    def __init__(self, error: MessageError, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.extra = extra
+
+
+class InvalidParams(ErrorReply):
+    """Raise in a handler whose parameters are wrong: ``invalid_params``, -32602 on JSON-RPC."""
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(INVALID_PARAMS, message, **extra)

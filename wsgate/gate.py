@@ -17,7 +17,7 @@ from wsgate.auth.jwks import RemoteJWKS
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.config import GateConfig, GateSettings
 from wsgate.endpoint import GatedEndpoint
-from wsgate.errors import Protocol
+from wsgate.error_frames import Protocol
 from wsgate.exceptions import ConfigurationError
 from wsgate.metrics import Metrics, MetricsMiddleware, default_metrics
 from wsgate.middleware.auth import AuthMiddleware

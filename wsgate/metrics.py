@@ -35,9 +35,9 @@ from starlette.authentication import BaseUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wsgate._printable import printable
-from wsgate.errors import MESSAGE_ERRORS, MessageError
+from wsgate.close_codes import CLOSE_CODES
+from wsgate.error_frames import MESSAGE_ERRORS, MessageError
 from wsgate.exceptions import ConfigurationError
-from wsgate.refusals import CLOSE_CODES
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -552,7 +552,7 @@ class ConnectionRecord:
     """One connection as the metrics and the access log see it: ``scope["wsgate.metrics"]``.
 
     :class:`MetricsMiddleware` creates it at the start of the handshake. The layers report
-    to it: :func:`~wsgate.refusals.refuse` a refusal, the
+    to it: :func:`~wsgate.close_codes.refuse` a refusal, the
     :class:`~wsgate.connection.Connection` an error frame, the auth layer how long the
     token took to verify.
 
@@ -664,7 +664,7 @@ class MetricsMiddleware:
     :class:`ConnectionRecord` in ``scope["wsgate.metrics"]``, counts every message in and out
     (one increment each), and when the connection ends, counts it and logs one line to the
     ``wsgate.access`` logger (refusals are logged where they are decided, by
-    :func:`~wsgate.refusals.refuse`). The line's ``extra=`` fields are ``event``
+    :func:`~wsgate.close_codes.refuse`). The line's ``extra=`` fields are ``event``
     (``"closed"``), ``endpoint``, ``path``, ``connection_id``, ``user_id``, ``client``,
     ``close_code``, ``reason``, ``closed_by``, ``duration`` (seconds), ``messages_in`` and
     ``messages_out``.
@@ -789,7 +789,7 @@ def report_refusal(
 ) -> None:
     """Count a refused handshake and log its one line to ``wsgate.access``.
 
-    :func:`~wsgate.refusals.refuse` calls it; a middleware never needs to. The line's
+    :func:`~wsgate.close_codes.refuse` calls it; a middleware never needs to. The line's
     ``extra=`` fields are ``event`` (``"refused"``), ``endpoint``, ``path``, ``client``,
     ``reason``, ``close_code`` (refused after accept) or ``http_status`` (before accept),
     ``detail`` (why, for the operator; never a token), ``user_agent`` and ``duration``

@@ -21,7 +21,7 @@ import orjson
 
 from tests.fuzz._input import Input
 from wsgate.connection import PARSED_KEY, Connection
-from wsgate.errors import MESSAGE_ERRORS
+from wsgate.error_frames import MESSAGE_ERRORS
 from wsgate.middleware.format import REJECTED_KEY, FormatMiddleware
 
 MIDDLEWARES = [

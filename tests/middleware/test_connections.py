@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
-from wsgate import AuthMiddleware, ConfigurationError, JWTVerifier, refusals
+from wsgate import AuthMiddleware, ConfigurationError, JWTVerifier, close_codes
 from wsgate.middleware.connections import ConnectionLimitMiddleware
 from wsgate.registry import Admission, MemoryRegistry, Policy
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
@@ -117,7 +117,7 @@ class RefuseInside:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await refusals.refuse(scope, receive, send, refusals.INVALID_TOKEN)
+        await close_codes.refuse(scope, receive, send, close_codes.INVALID_TOKEN)
 
 
 class RecordingRegistry(MemoryRegistry):

@@ -30,7 +30,7 @@ from wsgate import (
     ConfigurationError,
     Identity,
     JWTVerifier,
-    refusals,
+    close_codes,
 )
 from wsgate.connection import Connection
 from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware, _Timers
@@ -495,7 +495,7 @@ async def evictor(websocket: WebSocket) -> None:
     """Close every registered connection from this connection's task."""
     await websocket.accept()
     for connection in list(registered):
-        await connection.close(refusals.CONNECTION_LIMIT)
+        await connection.close(close_codes.CONNECTION_LIMIT)
     await websocket.send_text("evicted")
     await websocket.receive()
 

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wsgate import refusals
+from wsgate import close_codes
 from wsgate._query import redact_query
 from wsgate._settings import Environment, parse_environment
 from wsgate.auth.base import GateUser, Identity, Verifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, TokenExtractor
+from wsgate.close_codes import Refusal
 from wsgate.exceptions import AuthenticationError, ConfigurationError
 from wsgate.metrics import METRICS_KEY
-from wsgate.refusals import Refusal
 
 logger = logging.getLogger("wsgate.auth")
 
@@ -137,11 +137,11 @@ class AuthMiddleware:
             redact_query(scope, self.extractor.query_param)
         selected = self._select(handshake.subprotocols)
         if handshake.via_subprotocol and selected is None:
-            await self._refuse(scope, receive, send, refusals.SUBPROTOCOL_REQUIRED, None)
+            await self._refuse(scope, receive, send, close_codes.SUBPROTOCOL_REQUIRED, None)
             return None
         if handshake.error is not None:
             await self._refuse(
-                scope, receive, send, refusals.INVALID_TOKEN, selected, handshake.error
+                scope, receive, send, close_codes.INVALID_TOKEN, selected, handshake.error
             )
             return None
 
@@ -154,14 +154,14 @@ class AuthMiddleware:
                 return None
             except Exception:
                 logger.exception("verifier %r raised an undocumented exception", self.verifier)
-                await self._refuse(scope, receive, send, refusals.AUTH_UNAVAILABLE, selected)
+                await self._refuse(scope, receive, send, close_codes.AUTH_UNAVAILABLE, selected)
                 return None
         elif handshake.token is not None:
             await self._refuse(
                 scope,
                 receive,
                 send,
-                refusals.INVALID_TOKEN,
+                close_codes.INVALID_TOKEN,
                 selected,
                 "a token was offered but no verifier is configured",
             )
@@ -169,13 +169,13 @@ class AuthMiddleware:
         elif self.dev_bypass:
             identity, is_dev = self.dev_identity, True
         else:
-            await self._refuse(scope, receive, send, refusals.AUTH_REQUIRED, selected)
+            await self._refuse(scope, receive, send, close_codes.AUTH_REQUIRED, selected)
             return None
 
         if self.user_param is not None:
             claimed = scope.get("path_params", {}).get(self.user_param)
             if claimed is not None and str(claimed) != identity.subject:
-                await self._refuse(scope, receive, send, refusals.USER_MISMATCH, selected)
+                await self._refuse(scope, receive, send, close_codes.USER_MISMATCH, selected)
                 return None
 
         # In place, as Starlette's AuthenticationMiddleware does: a copy of the whole scope
@@ -202,7 +202,7 @@ class AuthMiddleware:
         detail: str = "",
     ) -> None:
         # refuse() logs the one line; detail comes from the verifier, never holds the token.
-        await refusals.refuse(
+        await close_codes.refuse(
             scope,
             receive,
             send,

@@ -13,7 +13,7 @@ from typing import Final, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wsgate import _options, refusals
+from wsgate import _options, close_codes
 from wsgate._printable import printable
 from wsgate.backends import BackendUnavailable
 from wsgate.connection import Connection, identity_key
@@ -179,7 +179,7 @@ class ConnectionLimitMiddleware:
             return
         for connection_id in admission.close:
             if connection_id == connection.id:
-                await connection.close(refusals.CONNECTION_LIMIT)
+                await connection.close(close_codes.CONNECTION_LIMIT)
                 action = "closed new connection"
             elif self.evict(connection_id):
                 action = "evicted connection"
@@ -234,7 +234,7 @@ class ConnectionLimitMiddleware:
         connection = self.registry.local_connections.get(connection_id)
         if connection is None or connection.closed or not connection.accepted:
             return False
-        connection.close_soon(refusals.CONNECTION_LIMIT)
+        connection.close_soon(close_codes.CONNECTION_LIMIT)
         if connection.record is not None:
             connection.record.evicted()
         return True

@@ -6,7 +6,7 @@ shape ``{"event": "<name>", "data": <any>}``, which it rewrites to the first bef
 sees it. A JSON-RPC endpoint takes JSON-RPC 2.0 requests, notifications and batches.
 
 A message that is not what the endpoint speaks never reaches the app: the client gets an
-error frame from :mod:`wsgate.errors` in its own shape, and the connection stays open.
+error frame from :mod:`wsgate.error_frames` in its own shape, and the connection stays open.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from wsgate.connection import (
     decoded,
     message_id,
 )
-from wsgate.errors import (
+from wsgate.error_frames import (
     BATCH_TOO_LARGE,
     INVALID_JSON,
     INVALID_MESSAGE,

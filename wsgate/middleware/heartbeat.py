@@ -27,11 +27,12 @@ import orjson
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wsgate import _options, refusals
+from wsgate import _options, close_codes
 from wsgate._printable import printable
 from wsgate.auth.base import GateUser, Identity, Verifier
+from wsgate.close_codes import Refusal
 from wsgate.connection import Connection, decoded, message_id
-from wsgate.errors import (
+from wsgate.error_frames import (
     AUTH_UNAVAILABLE,
     INVALID_MESSAGE,
     INVALID_PARAMS,
@@ -41,7 +42,6 @@ from wsgate.errors import (
 )
 from wsgate.exceptions import AuthenticationError, AuthUnavailable, ConfigurationError
 from wsgate.metrics import MAX_DETAIL
-from wsgate.refusals import Refusal
 
 __all__ = ["PING_ID_PREFIX", "HeartbeatMiddleware", "Lifecycle"]
 
@@ -375,8 +375,8 @@ class Lifecycle:
         if connection.closed:
             return  # the old token expired while the new one was being checked
         if identity.subject != self.user.identity:
-            self._refused(refusals.INVALID_TOKEN, "the new token belongs to another subject")
-            await connection.close(refusals.INVALID_TOKEN)
+            self._refused(close_codes.INVALID_TOKEN, "the new token belongs to another subject")
+            await connection.close(close_codes.INVALID_TOKEN)
             return
 
         self.user.verified = identity  # the app reads the new claims from the same object
@@ -501,13 +501,13 @@ class Lifecycle:
         """The refusal whose deadline has passed at ``due``, the first in this order."""
         gate = self.gate
         if self.expires is not None and due >= self.expires:
-            return refusals.TOKEN_EXPIRED
+            return close_codes.TOKEN_EXPIRED
         if self.ends is not None and due >= self.ends:
-            return refusals.MAX_LIFETIME
+            return close_codes.MAX_LIFETIME
         if gate.idle_timeout is not None and due >= self.last_active + gate.idle_timeout:
-            return refusals.IDLE_TIMEOUT
+            return close_codes.IDLE_TIMEOUT
         if self.ping_sent is not None and due >= self.ping_sent + gate.timeout:
-            return refusals.HEARTBEAT_TIMEOUT
+            return close_codes.HEARTBEAT_TIMEOUT
         return None
 
     def _ping_frame(self) -> str:

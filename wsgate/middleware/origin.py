@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wsgate import refusals
+from wsgate import close_codes
 from wsgate._settings import Environment, parse_environment
 from wsgate.exceptions import ConfigurationError
 
@@ -90,8 +90,8 @@ class OriginMiddleware:
         headers = scope["headers"]
         if self.is_allowed(headers):
             return True
-        await refusals.refuse(
-            scope, receive, send, refusals.ORIGIN_NOT_ALLOWED, detail=_refused_origin(headers)
+        await close_codes.refuse(
+            scope, receive, send, close_codes.ORIGIN_NOT_ALLOWED, detail=_refused_origin(headers)
         )
         return False
 

@@ -27,7 +27,7 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wsgate import _options, refusals
+from wsgate import _options, close_codes
 from wsgate._window import LocalStorage, LocalWindow
 from wsgate.backends._ratebatch import Keys, RedisHits
 from wsgate.connection import (
@@ -38,7 +38,7 @@ from wsgate.connection import (
     identity_key,
     message_id,
 )
-from wsgate.errors import RATE_LIMITED, error_frame, error_object
+from wsgate.error_frames import RATE_LIMITED, error_frame, error_object
 from wsgate.exceptions import ConfigurationError
 
 __all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
@@ -371,7 +371,7 @@ class RateLimitMiddleware:
             with contextlib.suppress(OSError):  # gone; the next receive says so
                 await connection.send_text(frame)
         if self.close_after is not None and state.refused >= self.close_after:
-            await connection.close(refusals.RATE_LIMIT_ABUSE)
+            await connection.close(close_codes.RATE_LIMIT_ABUSE)
             return True
         return False
 

@@ -12,9 +12,9 @@ from typing import Final, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wsgate import _options, refusals
+from wsgate import _options, close_codes
 from wsgate.connection import Connection
-from wsgate.errors import MESSAGE_TOO_LARGE
+from wsgate.error_frames import MESSAGE_TOO_LARGE
 
 __all__ = ["MessageSizeMiddleware"]
 
@@ -82,7 +82,7 @@ class MessageSizeMiddleware:
         """Answer an oversized message as the policy says: with an error frame (False), or
         by closing the connection with 1009 (True)."""
         if self.policy == "close":
-            await connection.close(refusals.MESSAGE_TOO_LARGE)
+            await connection.close(close_codes.MESSAGE_TOO_LARGE)
             return True
         await connection.send_error(MESSAGE_TOO_LARGE, self.explanation, limit=self.max_bytes)
         return False

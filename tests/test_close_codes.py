@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.types import Message
 
-from wsgate import refusals
+from wsgate import close_codes
+from wsgate.close_codes import CLOSE_CODES, Refusal
 from wsgate.exceptions import AuthenticationError, AuthUnavailable, InvalidToken, TokenExpired
-from wsgate.refusals import CLOSE_CODES, Refusal
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,9 @@ def test_codes_are_in_valid_ranges(refusal: Refusal) -> None:
 
 
 def test_the_table_holds_every_public_refusal() -> None:
-    public = {name: value for name, value in vars(refusals).items() if isinstance(value, Refusal)}
+    public = {
+        name: value for name, value in vars(close_codes).items() if isinstance(value, Refusal)
+    }
     assert set(public.values()) == set(CLOSE_CODES)
     for name, refusal in public.items():
         assert name == refusal.reason.upper()
@@ -62,7 +64,7 @@ def test_exceptions_carry_their_row(
 
 
 def test_close_message() -> None:
-    assert refusals.close_message(refusals.TOKEN_EXPIRED) == {
+    assert close_codes.close_message(close_codes.TOKEN_EXPIRED) == {
         "type": "websocket.close",
         "code": 1008,
         "reason": "token_expired",
@@ -92,8 +94,8 @@ CONNECT: Message = {"type": "websocket.connect"}
 
 async def test_refuse_after_accept_echoes_the_subprotocol_then_closes() -> None:
     handshake = _Handshake(CONNECT, extension=True)
-    await refusals.refuse(
-        handshake.scope, handshake.receive, handshake.send, refusals.AUTH_REQUIRED,
+    await close_codes.refuse(
+        handshake.scope, handshake.receive, handshake.send, close_codes.AUTH_REQUIRED,
         subprotocol="chat",
     )  # fmt: skip
     assert handshake.sent == [
@@ -104,8 +106,8 @@ async def test_refuse_after_accept_echoes_the_subprotocol_then_closes() -> None:
 
 async def test_refuse_before_accept_answers_json_with_www_authenticate() -> None:
     handshake = _Handshake(CONNECT, extension=True)
-    await refusals.refuse(
-        handshake.scope, handshake.receive, handshake.send, refusals.INVALID_TOKEN,
+    await close_codes.refuse(
+        handshake.scope, handshake.receive, handshake.send, close_codes.INVALID_TOKEN,
         before_accept=True,
     )  # fmt: skip
     start, body = handshake.sent
@@ -119,8 +121,8 @@ async def test_refuse_before_accept_answers_json_with_www_authenticate() -> None
 
 async def test_handshake_only_refusals_never_accept() -> None:
     handshake = _Handshake(CONNECT, extension=True)
-    await refusals.refuse(
-        handshake.scope, handshake.receive, handshake.send, refusals.ORIGIN_NOT_ALLOWED
+    await close_codes.refuse(
+        handshake.scope, handshake.receive, handshake.send, close_codes.ORIGIN_NOT_ALLOWED
     )
     assert [message["type"] for message in handshake.sent] == [
         "websocket.http.response.start",
@@ -132,8 +134,8 @@ async def test_handshake_only_refusals_never_accept() -> None:
 
 async def test_without_the_denial_extension_the_handshake_is_closed_unaccepted() -> None:
     handshake = _Handshake(CONNECT, extension=False)
-    await refusals.refuse(
-        handshake.scope, handshake.receive, handshake.send, refusals.AUTH_REQUIRED,
+    await close_codes.refuse(
+        handshake.scope, handshake.receive, handshake.send, close_codes.AUTH_REQUIRED,
         before_accept=True,
     )  # fmt: skip
     # A close before accept is the ASGI way to make the server answer 403.
@@ -142,8 +144,8 @@ async def test_without_the_denial_extension_the_handshake_is_closed_unaccepted()
 
 async def test_a_client_that_left_gets_nothing() -> None:
     handshake = _Handshake({"type": "websocket.disconnect", "code": 1006}, extension=True)
-    await refusals.refuse(
-        handshake.scope, handshake.receive, handshake.send, refusals.AUTH_REQUIRED
+    await close_codes.refuse(
+        handshake.scope, handshake.receive, handshake.send, close_codes.AUTH_REQUIRED
     )
     assert handshake.sent == []
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wsgate import errors
-from wsgate.errors import MESSAGE_ERRORS, MessageError, error_frame
+from wsgate import error_frames
+from wsgate.error_frames import MESSAGE_ERRORS, MessageError, error_frame
 
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "close-codes.md"
 SNAKE_CASE = re.compile(r"[a-z]+(_[a-z]+)*")
@@ -26,7 +26,7 @@ def test_codes_are_unique_snake_case_and_jsonrpc_codes_are_in_range() -> None:
 
 def test_the_table_holds_every_public_row() -> None:
     public = {
-        name: value for name, value in vars(errors).items() if isinstance(value, MessageError)
+        name: value for name, value in vars(error_frames).items() if isinstance(value, MessageError)
     }
     assert set(public.values()) == set(MESSAGE_ERRORS)
     for name, error in public.items():
@@ -34,17 +34,19 @@ def test_the_table_holds_every_public_row() -> None:
 
 
 def test_json_shape_echoes_the_id_and_extra_fields() -> None:
-    frame = error_frame(errors.RATE_LIMITED, "Slow down.", message_id=7, extra={"retry_after": 1.5})
+    frame = error_frame(
+        error_frames.RATE_LIMITED, "Slow down.", message_id=7, extra={"retry_after": 1.5}
+    )
     assert json.loads(frame) == {
         "type": "error",
         "error": {"code": "rate_limited", "message": "Slow down.", "retry_after": 1.5},
         "id": 7,
     }
-    assert "id" not in json.loads(error_frame(errors.INVALID_JSON, "Not JSON."))
+    assert "id" not in json.loads(error_frame(error_frames.INVALID_JSON, "Not JSON."))
 
 
 def test_legacy_shape() -> None:
-    frame = error_frame(errors.INVALID_MESSAGE, "No type.", legacy=True, message_id="a")
+    frame = error_frame(error_frames.INVALID_MESSAGE, "No type.", legacy=True, message_id="a")
     assert json.loads(frame) == {
         "event": "error",
         "data": {"code": "invalid_message", "message": "No type."},
@@ -54,7 +56,7 @@ def test_legacy_shape() -> None:
 
 def test_jsonrpc_shape_always_has_an_id_and_carries_the_reason_in_data() -> None:
     frame = error_frame(
-        errors.MESSAGE_TOO_LARGE, "Too big.", protocol="jsonrpc", extra={"limit": 8}
+        error_frames.MESSAGE_TOO_LARGE, "Too big.", protocol="jsonrpc", extra={"limit": 8}
     )
     assert json.loads(frame) == {
         "jsonrpc": "2.0",

@@ -1,0 +1,249 @@
+"""The close-code table: every way wsgate refuses a connection, in one place.
+
+A refusal happens at one of two moments:
+
+* **before accept** the handshake is answered with an HTTP status. When the server offers the
+  ASGI ``websocket.http.response`` extension the body is JSON ``{"error": "<reason>"}``;
+  otherwise the server answers 403 with an empty body.
+* **after accept** the connection is accepted and closed at once with a close code and a
+  reason. Browsers hide the HTTP status of a refused handshake (JavaScript only sees 1006),
+  so refusals a client must be able to read are sent this way.
+
+Middlewares never build close frames or denial responses themselves: they call
+:func:`refuse` (during the handshake) or :func:`close_message` (on an open connection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from wsgate._query import redact_query
+
+__all__ = [
+    "AUTH_REQUIRED",
+    "AUTH_UNAVAILABLE",
+    "BACKEND_UNAVAILABLE",
+    "CLOSE_CODES",
+    "CONNECTION_LIMIT",
+    "HEARTBEAT_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "INTERNAL_ERROR",
+    "INVALID_TOKEN",
+    "MAX_LIFETIME",
+    "MESSAGE_TOO_LARGE",
+    "ORIGIN_NOT_ALLOWED",
+    "RATE_LIMIT_ABUSE",
+    "SLOW_CONSUMER",
+    "SUBPROTOCOL_REQUIRED",
+    "TOKEN_EXPIRED",
+    "USER_MISMATCH",
+    "Refusal",
+    "close_message",
+    "refuse",
+]
+
+DENIAL_EXTENSION = "websocket.http.response"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One row of the close-code table.
+
+    Attributes:
+        reason: The snake_case word the client receives as close reason or JSON error.
+        close_code: The WebSocket close code used when refusing after accept.
+        http_status: The HTTP status used when refusing before accept, or None for the
+            rows that only ever end an open connection.
+        handshake_only: True when the refusal can only happen before accept.
+        description: When it happens, in one sentence, for docs and ``/ws/config``.
+    """
+
+    reason: str
+    close_code: int
+    http_status: int | None
+    handshake_only: bool
+    description: str
+
+
+ORIGIN_NOT_ALLOWED = Refusal(
+    "origin_not_allowed", 1008, 403, True, "The Origin header is not on the allow-list."
+)
+SUBPROTOCOL_REQUIRED = Refusal(
+    "subprotocol_required",
+    1002,
+    400,
+    True,
+    "The token came in Sec-WebSocket-Protocol, but no other subprotocol was offered that the "
+    "endpoint supports; a browser fails a handshake that echoes none.",
+)
+AUTH_REQUIRED = Refusal("auth_required", 1008, 401, False, "No token was offered.")
+INVALID_TOKEN = Refusal(
+    "invalid_token",
+    1008,
+    401,
+    False,
+    "The token is malformed or fails a check: signature, format, alg, aud, iss, nbf or iat.",
+)
+TOKEN_EXPIRED = Refusal("token_expired", 1008, 401, False, "The token's exp has passed.")
+USER_MISMATCH = Refusal(
+    "user_mismatch", 1008, 403, False, "The {user_id} in the path is not the token's subject."
+)
+AUTH_UNAVAILABLE = Refusal(
+    "auth_unavailable",
+    1013,
+    503,
+    False,
+    "The auth service is unreachable, timing out or answering 5xx; try again later.",
+)
+
+BACKEND_UNAVAILABLE = Refusal(
+    "backend_unavailable",
+    1013,
+    503,
+    False,
+    "The shared state backend (Redis) is down and the policy is fail_closed; try again later.",
+)
+CONNECTION_LIMIT = Refusal(
+    "connection_limit",
+    4008,
+    429,
+    False,
+    "The user has too many open connections: the oldest is closed (evict_oldest) or the "
+    "new one is (reject_new). Do not reconnect in a loop.",
+)
+MESSAGE_TOO_LARGE = Refusal(
+    "message_too_large",
+    1009,
+    None,
+    False,
+    "A message was larger than the size limit and the size policy is close. The server's "
+    "own cap (uvicorn --ws-max-size) also closes with 1009, but ASGI reports that close as "
+    "the client's, so it is counted under client.",
+)
+RATE_LIMIT_ABUSE = Refusal(
+    "rate_limit_abuse",
+    1008,
+    None,
+    False,
+    "The client kept sending after consecutive rate_limited answers (only when the "
+    "escalation is configured).",
+)
+INTERNAL_ERROR = Refusal(
+    "internal_error",
+    1011,
+    None,
+    False,
+    "The endpoint's handler failed on too many consecutive messages.",
+)
+HEARTBEAT_TIMEOUT = Refusal(
+    "heartbeat_timeout", 4000, None, False, "The client did not answer the gate's ping in time."
+)
+IDLE_TIMEOUT = Refusal(
+    "idle_timeout", 4001, None, False, "The client sent nothing for idle_timeout seconds."
+)
+MAX_LIFETIME = Refusal(
+    "max_lifetime", 4002, None, False, "The connection reached max_lifetime; reconnect."
+)
+SLOW_CONSUMER = Refusal(
+    "slow_consumer",
+    1013,
+    None,
+    False,
+    "The client stopped reading: a message waited send_timeout seconds for it to make room. "
+    "The close frame comes after the messages it had not read.",
+)
+
+CLOSE_CODES: tuple[Refusal, ...] = (
+    ORIGIN_NOT_ALLOWED,
+    SUBPROTOCOL_REQUIRED,
+    AUTH_REQUIRED,
+    INVALID_TOKEN,
+    TOKEN_EXPIRED,
+    USER_MISMATCH,
+    AUTH_UNAVAILABLE,
+    BACKEND_UNAVAILABLE,
+    CONNECTION_LIMIT,
+    MESSAGE_TOO_LARGE,
+    RATE_LIMIT_ABUSE,
+    INTERNAL_ERROR,
+    HEARTBEAT_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_LIFETIME,
+    SLOW_CONSUMER,
+)
+
+
+def close_message(refusal: Refusal) -> Message:
+    """The ASGI ``websocket.close`` message that ends an open connection with ``refusal``."""
+    return {"type": "websocket.close", "code": refusal.close_code, "reason": refusal.reason}
+
+
+async def refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    refusal: Refusal,
+    *,
+    before_accept: bool = False,
+    subprotocol: str | None = None,
+    detail: str = "",
+) -> None:
+    """Refuse a connection that is still in its handshake. The app is never called.
+
+    The refusal is counted in the gate's metrics and logged, in one line to the
+    ``wsgate.access`` logger (see :func:`wsgate.metrics.report_refusal`).
+
+    Args:
+        refusal: The row of the close-code table to answer with.
+        before_accept: Answer with an HTTP status instead of accept-then-close. Refusals
+            marked ``handshake_only`` are always answered this way.
+        subprotocol: The subprotocol to echo in the accept, so browsers complete the
+            handshake and can read the close reason.
+        detail: Why, for the log line only; never a token.
+
+    Every query-string value in the scope is replaced by ``redacted`` first, so that the
+    server's access line for the refused handshake holds no secret.
+    """
+    # Imported here: wsgate.metrics imports wsgate.exceptions, which imports this module.
+    from wsgate.metrics import report_refusal
+
+    # Before anything answers: the server logs the request line, query included, then. The
+    # app never runs for a refused handshake, and before authentication nothing can tell
+    # which parameter holds a secret, so every value goes.
+    redact_query(scope)
+    denied = refusal.handshake_only or (before_accept and refusal.http_status is not None)
+    if not denied:
+        close_code, status = refusal.close_code, None
+    elif DENIAL_EXTENSION in scope.get("extensions", {}):
+        close_code, status = None, refusal.http_status or 403
+    else:
+        close_code, status = None, 403  # what the server answers without the extension
+    report_refusal(scope, refusal.reason, close_code=close_code, http_status=status, detail=detail)
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client left during the handshake: nobody to answer
+    try:
+        if denied:
+            await _deny(scope, send, refusal)
+        else:
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
+            await send(close_message(refusal))
+    except OSError:
+        pass  # the client vanished mid-refusal; there is nothing left to tell it
+
+
+async def _deny(scope: Scope, send: Send, refusal: Refusal) -> None:
+    if DENIAL_EXTENSION not in scope.get("extensions", {}):
+        # Without the extension the server answers 403 with an empty body.
+        await send(close_message(refusal))
+        return
+    status = refusal.http_status or 403  # refuse() only denies rows that have a status
+    body = orjson.dumps({"error": refusal.reason})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer error="%s"' % refusal.reason.encode()))
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
