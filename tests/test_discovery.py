@@ -49,12 +49,12 @@ class Tools(GatedEndpoint):
 class Health(Gate):
     """A gate whose backend reports what the test says."""
 
-    backend: dict[str, Any] | Exception
+    reported: dict[str, Any] | Exception
 
     async def backend_health(self) -> dict[str, Any]:
-        if isinstance(self.backend, Exception):
-            raise self.backend
-        return self.backend
+        if isinstance(self.reported, Exception):
+            raise self.reported
+        return self.reported
 
 
 def config(**overrides: Any) -> GateConfig:
@@ -441,7 +441,7 @@ async def test_health_follows_the_backend(
     backend: dict[str, Any] | Exception, policy: str, status: str, code: int
 ) -> None:
     gate = Health(config(backend_policy=policy), metrics=Metrics())
-    gate.backend = backend
+    gate.reported = backend
     with LiveServer(serve(gate)) as live:
         response = await get(live, "/ws/secure/health")
     assert response.status_code == code

@@ -11,14 +11,17 @@ from wsgate.backends import BackendUnavailable
 from wsgate.browser import js_route
 from wsgate.close_codes import CLOSE_CODES, Refusal
 from wsgate.config import GateConfig
-from wsgate.connection import Connection
+from wsgate.connection import Connection, decoded
 from wsgate.discovery import discovery_routes
-from wsgate.endpoint import ErrorReply, GatedEndpoint, InvalidParams, rpc_method
+from wsgate.endpoint import GatedEndpoint, rpc_method
+from wsgate.engine import DROP, Check, Engine, Stage, Verdict
 from wsgate.error_frames import MESSAGE_ERRORS, MessageError
 from wsgate.exceptions import (
     AuthenticationError,
     AuthUnavailable,
     ConfigurationError,
+    ErrorReply,
+    InvalidParams,
     InvalidToken,
     NoGateUser,
     TokenExpired,
@@ -38,15 +41,18 @@ from wsgate.registry import MemoryRegistry, Registry
 __all__ = [
     "CLOSE_CODES",
     "DEFAULT_SUBPROTOCOL_PREFIX",
+    "DROP",
     "MESSAGE_ERRORS",
     "AuthMiddleware",
     "AuthUnavailable",
     "AuthenticationError",
     "BackendUnavailable",
+    "Check",
     "ConfigurationError",
     "Connection",
     "ConnectionLimitMiddleware",
     "Endpoint",
+    "Engine",
     "Environment",
     "ErrorReply",
     "FormatMiddleware",
@@ -72,10 +78,13 @@ __all__ = [
     "Registry",
     "RemoteJWKS",
     "RemoteVerifier",
+    "Stage",
     "TokenExpired",
+    "Verdict",
     "Verifier",
     "WSGateError",
     "__version__",
+    "decoded",
     "discovery_routes",
     "encode_subprotocol",
     "gate_user",

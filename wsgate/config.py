@@ -9,22 +9,28 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from wsgate import _options
+from wsgate._choices import (
+    BACKEND_POLICIES,
+    CONNECTION_POLICIES,
+    RATE_STRATEGIES,
+    SIZE_POLICIES,
+    BackendPolicy,
+    ConnectionPolicy,
+    RateStrategy,
+    SizePolicy,
+)
 from wsgate._settings import Environment, parse_environment
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX
+from wsgate.backends import backend_kind
 from wsgate.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 ENV_PREFIX = "WSGATE_"
-
-_SIZE_POLICIES = ("refuse", "close")
-_RATE_STRATEGIES = ("moving-window", "fixed-window", "sliding-window-counter")
-_CONNECTION_POLICIES = ("evict_oldest", "reject_new")
-_STORAGE_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,14 +94,12 @@ class GateConfig:
     # Messages
     max_message_bytes: int = 8192
     """Largest message, in bytes (UTF-8 for text). Env: ``WSGATE_MAX_MESSAGE_BYTES``."""
-    message_size_policy: Literal["refuse", "close"] = "refuse"
+    message_size_policy: SizePolicy = "refuse"
     """``refuse`` (error frame, stay open) or ``close`` (1009). Env:
     ``WSGATE_MESSAGE_SIZE_POLICY``."""
     rate_limit: str | None = "30/minute"
     """A ``limits`` rate string per user, or None (``off``). Env: ``WSGATE_RATE_LIMIT``."""
-    rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = (
-        "moving-window"
-    )
+    rate_limit_strategy: RateStrategy = "moving-window"
     """``moving-window``, ``fixed-window`` or ``sliding-window-counter``. Env:
     ``WSGATE_RATE_LIMIT_STRATEGY``."""
     rate_limit_close_after: int | None = None
@@ -119,7 +123,7 @@ class GateConfig:
     # Connections
     max_connections_per_user: int | None = 3
     """Open connections per user, or None (``off``). Env: ``WSGATE_MAX_CONNECTIONS_PER_USER``."""
-    connection_policy: Literal["evict_oldest", "reject_new"] = "evict_oldest"
+    connection_policy: ConnectionPolicy = "evict_oldest"
     """``evict_oldest`` or ``reject_new``. Env: ``WSGATE_CONNECTION_POLICY``."""
     heartbeat_interval: float | None = 45.0
     """Seconds of silence before the gate pings, or None (``off``). Env:
@@ -140,7 +144,7 @@ class GateConfig:
     storage: str = field(default="memory://", repr=False)  # a Redis URL may carry a password
     """Where limits and the connection registry live: ``memory://`` (one process) or
     ``redis://host:port/db``. Env: ``WSGATE_STORAGE``."""
-    backend_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    backend_policy: BackendPolicy = "fail_open"
     """When the shared backend is down: ``fail_open`` falls back to per-process limits and
     logs loudly; ``fail_closed`` refuses new connections with 1013. Env:
     ``WSGATE_BACKEND_POLICY``."""
@@ -180,18 +184,14 @@ class GateConfig:
         for name in ("heartbeat_interval", "idle_timeout", "max_lifetime", "send_timeout"):
             if getattr(self, name) is not None:
                 _options.seconds(name, getattr(self, name), positive=True)
-        _options.choice("message_size_policy", self.message_size_policy, _SIZE_POLICIES)
-        _options.choice("rate_limit_strategy", self.rate_limit_strategy, _RATE_STRATEGIES)
-        _options.choice("connection_policy", self.connection_policy, _CONNECTION_POLICIES)
-        _options.choice("backend_policy", self.backend_policy, ("fail_open", "fail_closed"))
+        _options.choice("message_size_policy", self.message_size_policy, SIZE_POLICIES)
+        _options.choice("rate_limit_strategy", self.rate_limit_strategy, RATE_STRATEGIES)
+        _options.choice("connection_policy", self.connection_policy, CONNECTION_POLICIES)
+        _options.choice("backend_policy", self.backend_policy, BACKEND_POLICIES)
         _options.seconds("registry_ttl", self.registry_ttl, positive=True)
         if self.rate_limit is not None:
             _options.rate("rate_limit", self.rate_limit)
-        if not self.storage.startswith(_STORAGE_SCHEMES):
-            raise ConfigurationError(
-                f"storage must be 'memory://' or a redis:// / rediss:// URL, not "
-                f"{_options.redacted_url(self.storage)!r}."
-            )
+        backend_kind(self.storage)  # a URI the backend factory takes, or a clear error
         if self.jwt_secret is not None and self.jwt_secrets:
             raise ConfigurationError(
                 "both jwt_secret (WSGATE_JWT_SECRET) and jwt_secrets (WSGATE_JWT_SECRETS) are "
@@ -298,9 +298,9 @@ class GateSettings(TypedDict, total=False):
     query_param: str | None
     reject_before_accept: bool
     max_message_bytes: int
-    message_size_policy: Literal["refuse", "close"]
+    message_size_policy: SizePolicy
     rate_limit: str | None
-    rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"]
+    rate_limit_strategy: RateStrategy
     rate_limit_close_after: int | None
     legacy_messages: bool
     max_batch: int
@@ -308,14 +308,14 @@ class GateSettings(TypedDict, total=False):
     ping_limit: str | None
     refresh_limit: str | None
     max_connections_per_user: int | None
-    connection_policy: Literal["evict_oldest", "reject_new"]
+    connection_policy: ConnectionPolicy
     heartbeat_interval: float | None
     heartbeat_timeout: float
     idle_timeout: float | None
     max_lifetime: float | None
     send_timeout: float | None
     storage: str
-    backend_policy: Literal["fail_open", "fail_closed"]
+    backend_policy: BackendPolicy
     registry_ttl: float
     secure_config_requires_auth: bool
     metrics_path: str | None

@@ -33,8 +33,7 @@ from wsgate._query import redact_query
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import TokenExtractor
-from wsgate.close_codes import AUTH_REQUIRED, AUTH_UNAVAILABLE, CLOSE_CODES, INVALID_TOKEN, Refusal
-from wsgate.error_frames import MESSAGE_ERRORS
+from wsgate.close_codes import AUTH_REQUIRED, AUTH_UNAVAILABLE, INVALID_TOKEN, Refusal
 from wsgate.exceptions import AuthenticationError
 from wsgate.gate import Gate, origin_check
 from wsgate.metrics import PrometheusMetrics
@@ -245,7 +244,7 @@ class _Discovery:
                     "handshake_only": row.handshake_only,
                     "description": row.description,
                 }
-                for row in CLOSE_CODES
+                for row in gate.close_codes
             ],
             "errors": [
                 {
@@ -253,8 +252,9 @@ class _Discovery:
                     "jsonrpc_code": error.jsonrpc_code,
                     "description": error.description,
                 }
-                for error in MESSAGE_ERRORS
+                for error in gate.error_frames
             ],
+            "checks": self._checks(),
         }
 
     def _secure_document(self) -> dict[str, Any]:
@@ -294,7 +294,15 @@ class _Discovery:
                 else None,
             },
             "secure_config_requires_auth": config.secure_config_requires_auth,
+            "checks": self._checks(),
         }
+
+    def _checks(self) -> list[dict[str, Any]]:
+        """The user's checks, in order: name, stage, and what each one describes."""
+        return [
+            {"name": check.name, "stage": check.stage, **(check.describe() or {})}
+            for check in self.gate.checks
+        ]
 
     def _token_sources(self) -> dict[str, Any]:
         auth = self._layer(AuthMiddleware)
@@ -488,7 +496,7 @@ def _auth_health(gate: Gate) -> dict[str, Any]:
 
 
 def _storage_kind(gate: Gate) -> str:
-    return "memory" if gate.config.storage.startswith("memory:") else "redis"
+    return gate.backend.kind
 
 
 def _origin(url: str) -> str:

@@ -29,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from wsgate import _options, close_codes
+from wsgate._choices import PROTOCOLS
 from wsgate._printable import printable
 from wsgate.connection import Connection, decoded, message_id
 from wsgate.error_frames import (
@@ -131,7 +132,7 @@ class GatedEndpoint(WebSocketEndpoint):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         name = cls.__name__
-        _options.choice(f"{name}.protocol", cls.protocol, ("json", "jsonrpc"))
+        _options.choice(f"{name}.protocol", cls.protocol, PROTOCOLS)
         _options.count(f"{name}.max_consecutive_failures", cls.max_consecutive_failures)
         methods: dict[str, str] = {}
         for klass in reversed(cls.__mro__):

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
+
+from wsgate._choices import Protocol
 
 __all__ = [
     "AUTH_UNAVAILABLE",
@@ -49,9 +51,6 @@ __all__ = [
     "Protocol",
     "error_frame",
 ]
-
-Protocol = Literal["json", "jsonrpc"]
-"""The message format an endpoint speaks: plain JSON (legacy accepted) or JSON-RPC 2.0."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeGuard, TypeVar, cast
 
 from starlette.routing import WebSocketRoute, websocket_session
 from starlette.types import ASGIApp
@@ -15,9 +15,12 @@ from wsgate._window import LocalStorage
 from wsgate.auth.base import Verifier
 from wsgate.auth.jwks import RemoteJWKS
 from wsgate.auth.jwt import JWTVerifier
+from wsgate.backends import Backend, backend_from_uri
+from wsgate.close_codes import CLOSE_CODES, Refusal
 from wsgate.config import GateConfig, GateSettings
 from wsgate.endpoint import GatedEndpoint
-from wsgate.error_frames import Protocol
+from wsgate.engine import STAGES, Check, Engine, validate
+from wsgate.error_frames import MESSAGE_ERRORS, MessageError, Protocol
 from wsgate.exceptions import ConfigurationError
 from wsgate.metrics import Metrics, MetricsMiddleware, default_metrics
 from wsgate.middleware.auth import AuthMiddleware
@@ -25,10 +28,9 @@ from wsgate.middleware.connections import ConnectionLimitMiddleware
 from wsgate.middleware.format import FormatMiddleware
 from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
-from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
+from wsgate.middleware.ratelimit import RateLimitMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
-from wsgate.pipeline import GatePipeline
-from wsgate.registry import MemoryRegistry, Registry
+from wsgate.registry import Registry
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -91,6 +93,16 @@ class Gate:
         metrics: Count in these metrics instead of the default, which is
             :class:`~wsgate.metrics.PrometheusMetrics` with the ``prometheus`` extra and
             ``metrics_path`` set, else :class:`~wsgate.metrics.Metrics` in memory.
+        checks: Your own :class:`~wsgate.Check` instances, in order. Each one's
+            ``handshake`` runs at its ``stage`` (before or after authentication), and its
+            message hooks after the format check, so they see parsed, well-formed messages.
+            The close codes and error frames they declare join the gate's tables: counted,
+            and listed in ``/ws/config``.
+
+    Attributes:
+        checks: The user's checks.
+        close_codes: wsgate's close-code rows, then those the user's checks declare.
+        error_frames: wsgate's error-frame rows, then those the user's checks declare.
 
     Example::
 
@@ -105,16 +117,29 @@ class Gate:
         verifier: Verifier | None = None,
         registry: Registry | None = None,
         metrics: Metrics | None = None,
+        checks: Iterable[Check] = (),
     ):
         self.config = config or GateConfig()
+        self.checks: tuple[Check, ...] = _user_checks(checks)
+        self.close_codes: tuple[Refusal, ...] = _table(
+            "close_codes", CLOSE_CODES, [row for check in self.checks for row in check.close_codes]
+        )
+        self.error_frames: tuple[MessageError, ...] = _table(
+            "error_frames",
+            MESSAGE_ERRORS,
+            [row for check in self.checks for row in check.error_frames],
+        )
         self.verifier = verifier if verifier is not None else _verifier_from(self.config)
-        self.registry: Registry = registry if registry is not None else _registry_from(self.config)
-        # A Redis registry the gate built shares its connection pool with the rate limits.
-        pool = getattr(self.registry, "pool", None) if registry is None else None
-        self.rate_storage = rate_storage(self.config.storage, connection_pool=pool)
+        # The shared state the storage URI names: memory, or Redis for several processes.
+        self.backend: Backend = backend_from_uri(
+            self.config.storage,
+            registry_ttl=self.config.registry_ttl,
+            backend_policy=self.config.backend_policy,
+        )
+        self.registry: Registry = registry if registry is not None else self.backend.registry
+        self.rate_storage = self.backend.rate_storage
         # Where rate limits are counted while a shared storage fails: in this process.
-        shared = not self.config.storage.startswith("memory://")
-        self.rate_fallback = LocalStorage() if shared else None
+        self.rate_fallback = LocalStorage() if self.backend.shared else None
         self.endpoints: list[Endpoint] = []
         self.metrics = metrics if metrics is not None else default_metrics(self.config)
         self._layers: list[object] = []
@@ -169,12 +194,11 @@ class Gate:
         config = self.config
         bypass = config.dev_bypass if dev_bypass is None else dev_bypass
         if protocol == "auto":
-            protocol = app.protocol if _is_gated_endpoint(app) else "json"
-        # Each layer wraps the next, as it would on its own; the pipeline runs their hooks.
-        endpoint = app
+            protocol = _protocol_of(app)
+        # Each check gets the app, as it would on its own; the engine runs their hooks.
         format_layer = None
         if protocol is not None:
-            app = format_layer = FormatMiddleware(
+            format_layer = FormatMiddleware(
                 app,
                 protocol=protocol,
                 legacy=config.legacy_messages,
@@ -185,7 +209,7 @@ class Gate:
             )
         rate = None
         if config.rate_limit is not None:
-            app = rate = RateLimitMiddleware(
+            rate = RateLimitMiddleware(
                 app,
                 rate=config.rate_limit,
                 strategy=config.rate_limit_strategy,
@@ -194,7 +218,7 @@ class Gate:
                 fallback=self.rate_fallback,
                 max_batch=config.max_batch,
             )
-        app = heartbeat = HeartbeatMiddleware(
+        heartbeat = HeartbeatMiddleware(
             app,
             interval=config.heartbeat_interval,
             timeout=config.heartbeat_timeout,
@@ -205,18 +229,18 @@ class Gate:
             ping_limit=config.ping_limit,
             refresh_limit=config.refresh_limit,
         )
-        app = size = MessageSizeMiddleware(
+        size = MessageSizeMiddleware(
             app, max_bytes=config.max_message_bytes, policy=config.message_size_policy
         )
         limit = None
         if config.max_connections_per_user is not None:
-            app = limit = ConnectionLimitMiddleware(
+            limit = ConnectionLimitMiddleware(
                 app,
                 max_per_user=config.max_connections_per_user,
                 policy=config.connection_policy,
                 registry=self.registry,
             )
-        app = auth = AuthMiddleware(
+        auth = AuthMiddleware(
             app,
             verifier=self.verifier,
             environment=config.environment,
@@ -227,23 +251,25 @@ class Gate:
             query_param=config.query_param,
             reject_before_accept=config.reject_before_accept,
         )
-        app = origin = origin_check(config, app)
-        pipeline = GatePipeline(
-            endpoint,
-            metrics=MetricsMiddleware(app, metrics=self.metrics, endpoint=path or "*"),
-            send_timeout=config.send_timeout,
-            origin=origin,
-            auth=auth,
-            limit=limit,
-            size=size,
-            heartbeat=heartbeat,
-            rate=rate,
-            format=format_layer,
+        origin = origin_check(config, app)
+        chain = (origin, auth, limit, size, heartbeat, rate, format_layer, *self.checks)
+        metrics = MetricsMiddleware(
+            app,
+            metrics=self.metrics,
+            endpoint=path or "*",
+            close_codes=self.close_codes,
+            error_frames=self.error_frames,
         )
-        self._layers.extend(pipeline.layers)
+        engine = Engine(
+            app,
+            [check for check in chain if check is not None],
+            metrics=metrics,
+            send_timeout=config.send_timeout,
+        )
+        self._layers.extend([metrics, *engine.checks])
         supported = None if subprotocols is None else tuple(subprotocols)
         self.endpoints.append(Endpoint(path, protocol, supported, bypass and config.is_development))
-        return pipeline
+        return engine
 
     def layers(self, kind: type[Layer]) -> list[Layer]:
         """Every middleware of type ``kind`` the gate has put in front of an app."""
@@ -274,11 +300,7 @@ class Gate:
         for Redis, ``{"kind": "redis", "status": "ok" | "down", "latency_ms": ...}`` from one
         PING (``latency_ms`` is None when it did not answer).
         """
-        health = getattr(self.registry, "health", None)
-        if health is not None:
-            result: dict[str, Any] = await health()
-            return result
-        return {"kind": "memory", "status": "ok", "latency_ms": 0.0}
+        return await self.backend.health()
 
     def stats(self) -> dict[str, Any]:
         """The gate's counters and gauges in this process, as a dict: totals, and per
@@ -291,8 +313,60 @@ class Gate:
         aclose = getattr(self.verifier, "aclose", None)
         if aclose is not None:
             await aclose()
-        await self.registry.aclose()
+        await self.backend.aclose()
+        if self.registry is not self.backend.registry:
+            await self.registry.aclose()
         self.metrics.close()
+
+
+def _user_checks(checks: Iterable[Check]) -> tuple[Check, ...]:
+    if isinstance(checks, Check):
+        raise ConfigurationError(f"checks must be a list of checks, not one: write [{checks!r}].")
+    result = tuple(checks)
+    for check in result:
+        validate(check)
+        if check.stage not in STAGES:
+            raise ConfigurationError(
+                f"{check.name}.stage is {check.stage!r}; a check of yours runs "
+                "'before_auth' or 'after_auth'."
+            )
+    return result
+
+
+Row = TypeVar("Row", Refusal, MessageError)
+
+
+def _table(name: str, builtin: tuple[Row, ...], declared: list[Row]) -> tuple[Row, ...]:
+    """wsgate's rows, then the new rows the checks declare; a reason or code already taken
+    by another row is refused."""
+    rows = list(builtin)
+    for row in declared:
+        if row in rows:
+            continue
+        key = row.reason if isinstance(row, Refusal) else row.code
+        for other in rows:
+            if key == (other.reason if isinstance(other, Refusal) else other.code):
+                raise ConfigurationError(
+                    f"two {name} rows are named {key!r}: {other!r} and {row!r}. Give your "
+                    "check's row a reason of its own."
+                )
+        if isinstance(row, Refusal):
+            _check_close_row(row)
+        rows.append(row)
+    return tuple(rows)
+
+
+def _check_close_row(row: Refusal) -> None:
+    if not 4000 <= row.close_code <= 4999:
+        raise ConfigurationError(
+            f"the close-code row {row.reason!r} has code {row.close_code}; an application's "
+            "own close codes are 4000-4999 (RFC 6455, section 7.4.2)."
+        )
+    if row.http_status is not None and not 400 <= row.http_status <= 599:
+        raise ConfigurationError(
+            f"the close-code row {row.reason!r} has http_status {row.http_status}; a refused "
+            "handshake answers with a 4xx or 5xx status, or None to always accept and close."
+        )
 
 
 def _is_websocket_function(
@@ -309,17 +383,24 @@ def _is_websocket_function(
     return len(parameters) == 1
 
 
-def _is_gated_endpoint(app: ASGIApp) -> TypeGuard[type[GatedEndpoint]]:
+def _is_gated_endpoint(app: object) -> TypeGuard[type[GatedEndpoint]]:
     return isinstance(app, type) and issubclass(app, GatedEndpoint)
 
 
-def _registry_from(config: GateConfig) -> Registry:
-    """The connection registry ``config.storage`` names: this process's memory, or Redis."""
-    if config.storage.startswith("memory://"):
-        return MemoryRegistry()
-    from wsgate.backends.redis import RedisRegistry
+_WRAPPERS_SEEN: Final = 32
+"""How many middlewares deep :func:`_protocol_of` looks for a GatedEndpoint."""
 
-    return RedisRegistry(config.storage, ttl=config.registry_ttl, policy=config.backend_policy)
+
+def _protocol_of(app: object) -> Protocol:
+    """The protocol of the :class:`~wsgate.GatedEndpoint` behind ``app``, through middlewares
+    that keep the app they wrap in ``.app`` (as Starlette's do); ``"json"`` without one."""
+    for _ in range(_WRAPPERS_SEEN):
+        if _is_gated_endpoint(app):
+            return app.protocol
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return "json"
 
 
 def _verifier_from(config: GateConfig) -> Verifier | None:

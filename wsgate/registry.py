@@ -14,16 +14,20 @@ import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
+
+from wsgate._choices import CONNECTION_POLICIES, ConnectionPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from wsgate.connection import Connection
 
 __all__ = ["POLICIES", "Admission", "MemoryRegistry", "Policy", "Registry"]
 
-Policy = Literal["evict_oldest", "reject_new"]
+Policy = ConnectionPolicy
 """What :meth:`Registry.add` does when a key already has ``limit`` entries."""
-POLICIES: Final[tuple[Policy, ...]] = ("evict_oldest", "reject_new")
+POLICIES: Final = CONNECTION_POLICIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,12 @@ class Registry(ABC):
     @abstractmethod
     async def total(self) -> int:
         """How many entries there are under all keys, for health checks and metrics."""
+
+    def on_eviction(self, handler: Callable[[str], bool]) -> None:  # noqa: B027 - optional
+        """Have ``handler(connection_id)`` close this process's connections that another
+        process evicted; it returns True when it closed one. The connection-limit middleware
+        registers its ``evict``. A registry that no other process shares never evicts for
+        another, so by default this does nothing."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing
         """Release what the backend holds (a client, a connection pool). Call it once, at

@@ -33,7 +33,8 @@ from wsgate import (
     close_codes,
 )
 from wsgate.connection import Connection
-from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware, _Timers
+from wsgate._timers import Timers as _Timers
+from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware
 from wsgate.testing import LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio

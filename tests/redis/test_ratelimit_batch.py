@@ -32,6 +32,7 @@ from starlette.routing import WebSocketRoute
 
 from tests.middleware.test_ratelimit import echo  # the same endpoint, on Redis here
 from tests.redis.server import HOST, RedisServer, eventually, free_port
+from wsgate._choices import RateStrategy
 from wsgate.backends import _ratebatch
 from wsgate.backends._ratebatch import MAX_BATCH, RedisHits
 from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
@@ -39,7 +40,7 @@ from wsgate.testing import LiveServer, WSClient
 
 pytestmark = pytest.mark.anyio
 
-STRATEGIES: dict[str, type[RateLimiter]] = {
+STRATEGIES: dict[RateStrategy, type[RateLimiter]] = {
     "moving-window": MovingWindowRateLimiter,
     "fixed-window": FixedWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
@@ -91,7 +92,7 @@ def batcher(url: str, **options: Any) -> RedisHits:
     return batch
 
 
-def plain(url: str, strategy: str) -> RateLimiter:
+def plain(url: str, strategy: RateStrategy) -> RateLimiter:
     """What another process that uses ``limits`` alone has: its strategy on its own client."""
     storage = storage_from_string(f"async+{url}", implementation="redispy")
     assert isinstance(storage, RedisStorage)
@@ -268,7 +269,7 @@ async def test_the_per_message_path_still_limits_on_redis(
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_concurrent_connections_get_exactly_the_limit_and_share_it_with_limits(
-    redis_server: RedisServer, server_of: Serve, strategy: str
+    redis_server: RedisServer, server_of: Serve, strategy: RateStrategy
 ) -> None:
     name = fresh()
     middleware = limited(redis_server.url, name, rate="15/day", strategy=strategy)
@@ -296,7 +297,7 @@ async def test_concurrent_connections_get_exactly_the_limit_and_share_it_with_li
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 async def test_decisions_and_keys_are_those_of_limits_own_strategy(
-    redis_server: RedisServer, strategy: str
+    redis_server: RedisServer, strategy: RateStrategy
 ) -> None:
     """The same sequence of hits, once through limits alone and once with batches of the
     middleware interleaved, gives the same decisions and leaves the same Redis state."""

@@ -15,13 +15,14 @@ from wsgate._settings import Environment, parse_environment
 from wsgate.auth.base import GateUser, Identity, Verifier
 from wsgate.auth.tokens import DEFAULT_SUBPROTOCOL_PREFIX, TokenExtractor
 from wsgate.close_codes import Refusal
+from wsgate.engine import CheckMiddleware
 from wsgate.exceptions import AuthenticationError, ConfigurationError
 from wsgate.metrics import METRICS_KEY
 
 logger = logging.getLogger("wsgate.auth")
 
 
-class AuthMiddleware:
+class AuthMiddleware(CheckMiddleware):
     """Let a WebSocket connection in only with a verified token.
 
     On success the app sees ``scope["user"]`` (a :class:`~wsgate.GateUser` whose identity is
@@ -57,6 +58,16 @@ class AuthMiddleware:
         reject_before_accept: Refuse with an HTTP status (401, 403, 503) during the handshake
             instead of accept-then-close. Browsers then only see close code 1006.
     """
+
+    stage = "auth"
+    close_codes = (
+        close_codes.SUBPROTOCOL_REQUIRED,
+        close_codes.AUTH_REQUIRED,
+        close_codes.INVALID_TOKEN,
+        close_codes.TOKEN_EXPIRED,
+        close_codes.USER_MISMATCH,
+        close_codes.AUTH_UNAVAILABLE,
+    )
 
     def __init__(
         self,
@@ -106,16 +117,14 @@ class AuthMiddleware:
         self.extractor = TokenExtractor(
             header=header, subprotocol_prefixes=subprotocol_prefixes, query_param=query_param
         )
+        self.secret_query_param = query_param
         self.user_param = user_param
         self.reject_before_accept = reject_before_accept
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        authenticated = await self.authenticate(scope, receive, send)
-        if authenticated is not None:
-            await self.app(scope, receive, authenticated)
+    async def _screen(
+        self, scope: Scope, receive: Receive, send: Send, query: bytes
+    ) -> Send | None:
+        return await self.authenticate(scope, receive, send, query=query)
 
     async def authenticate(
         self, scope: Scope, receive: Receive, send: Send, *, query: bytes | None = None

@@ -8,15 +8,16 @@ and removed when the connection ends, however it ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Final
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from wsgate import _options, close_codes
 from wsgate._printable import printable
 from wsgate.backends import BackendUnavailable
 from wsgate.connection import Connection, identity_key
+from wsgate.engine import CheckMiddleware
 from wsgate.exceptions import ConfigurationError
 from wsgate.registry import POLICIES, MemoryRegistry, Policy, Registry
 
@@ -27,27 +28,7 @@ logger = logging.getLogger("wsgate.connections")
 _KEY_PREFIX: Final = "wsgate:conn:"
 
 
-class Slot(Protocol):
-    """A connection's slot under the limit: what the middleware keeps per connection.
-
-    The middleware keeps it in a small object of its own; a :class:`~wsgate.Gate` keeps it
-    in one object with what its other layers keep for the connection. The middleware's
-    hooks read and write it.
-
-    Attributes:
-        connection: The connection.
-        limit_key: The registry key the connection counts under.
-        counted: None until it is settled; then True once the registry was asked to count it
-            (it must be removed at the end), False when it was closed right after accept
-            and is never counted.
-    """
-
-    connection: Connection
-    limit_key: str
-    counted: bool | None
-
-
-class ConnectionLimitMiddleware:
+class ConnectionLimitMiddleware(CheckMiddleware):
     """Let each user hold at most ``max_per_user`` open connections.
 
     With ``"evict_oldest"`` (the default) a new connection always gets in, and the user's
@@ -76,6 +57,8 @@ class ConnectionLimitMiddleware:
             computed once per connection. None counts per user, else per client IP.
     """
 
+    close_codes = (close_codes.CONNECTION_LIMIT, close_codes.BACKEND_UNAVAILABLE)
+
     def __init__(
         self,
         app: ASGIApp,
@@ -99,61 +82,22 @@ class ConnectionLimitMiddleware:
         self.registry = registry
         # A registry shared by several processes hands this one the evictions that another
         # process decided, for the connections held here.
-        on_eviction = getattr(registry, "on_eviction", None)
-        if callable(on_eviction):
-            on_eviction(self.evict)
+        registry.on_eviction(self.evict)
         if key is not None and not callable(key):
             raise ConfigurationError(
                 f"key must be a function of the scope that returns a string, not {key!r}."
             )
         self.key = key
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        connection, send = Connection.of(scope, send)
-        slot = _Slot(connection)
-        self.begin(slot, scope)
+    # The hooks, in the order a connection meets them.
 
-        async def send_message(message: Message) -> None:
-            if self.must_admit(slot, message):
-                await self.admit(slot)
-            await send(message)
+    def open(self, connection: Connection) -> Slot:
+        """The slot of a new connection: its key, and not counted yet."""
+        return Slot(connection, self.key_of(connection.scope))
 
-        async def receive_message() -> Message:
-            if self.must_admit(slot):
-                await self.admit(slot)
-            while True:
-                message = await receive()
-                if not self.drops(slot, message):
-                    return message
-
-        try:
-            await self.app(scope, receive_message, send_message)
-        finally:
-            await self.release(slot)
-
-    # The hooks, in the order a connection meets them. The middleware above and a Gate's
-    # pipeline call them alike, each with its own Slot.
-
-    def begin(self, slot: Slot, scope: Scope) -> None:
-        """Set up the slot of a new connection: its key, and not counted yet."""
-        slot.limit_key = self.key_of(scope)
-        slot.counted = None
-
-    def must_admit(self, slot: Slot, message: Message | None = None) -> bool:
-        """Whether the connection must be counted before the app's next receive, or its next
-        send of ``message``: once the app has accepted it and goes on to serve it.
-
-        A close right after the accept is a refusal: the connection is then never counted.
-        """
-        if slot.counted is not None or not slot.connection.accepted:
-            return False
-        if message is not None and message["type"] == "websocket.close":
-            slot.counted = False
-            return False
-        return True
+    def serve(self, state: Slot) -> Awaitable[None]:
+        """The app serves the accepted connection: count it."""
+        return self.admit(state)
 
     async def admit(self, slot: Slot) -> None:
         """Count the connection, closing whichever connections the limit pushes out."""
@@ -194,10 +138,9 @@ class ConnectionLimitMiddleware:
                 self.policy,
             )
 
-    def drops(self, slot: Slot, message: Message) -> bool:
-        """Whether a message from the client is dropped instead of handed on: those the
-        server queued before the connection was closed (by an eviction, say)."""
-        return message["type"] == "websocket.receive" and slot.connection.closed
+    def end(self, state: Slot) -> Awaitable[None]:
+        """The connection ended: free its slot."""
+        return self.release(state)
 
     async def release(self, slot: Slot) -> None:
         """Free the connection's slot, however the connection ended."""
@@ -240,13 +183,19 @@ class ConnectionLimitMiddleware:
         return True
 
 
-class _Slot:
-    """The middleware's own :class:`Slot`; :meth:`ConnectionLimitMiddleware.begin` fills it."""
+class Slot:
+    """A connection's slot under the limit: what the middleware keeps per connection.
+
+    Attributes:
+        connection: The connection.
+        limit_key: The registry key the connection counts under.
+        counted: True once the registry was asked to count it (it must be removed at the
+            end).
+    """
 
     __slots__ = ("connection", "counted", "limit_key")
 
-    limit_key: str
-    counted: bool | None
-
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, limit_key: str) -> None:
         self.connection = connection
+        self.limit_key = limit_key
+        self.counted = False

@@ -12,13 +12,14 @@ error frame from :mod:`wsgate.error_frames` in its own shape, and the connection
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any, Final
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
 
 from wsgate import _options
+from wsgate._choices import PROTOCOLS
 from wsgate.connection import (
     INVALID,
     NOT_TEXT,
@@ -28,6 +29,7 @@ from wsgate.connection import (
     decoded,
     message_id,
 )
+from wsgate.engine import DROP, CheckMiddleware, Verdict
 from wsgate.error_frames import (
     BATCH_TOO_LARGE,
     INVALID_JSON,
@@ -45,7 +47,6 @@ __all__ = ["FORMAT_KEY", "REJECTED_KEY", "FormatMiddleware"]
 FORMAT_KEY: Final = "wsgate.format"
 """The scope key holding the connection's format: ``"json"``, ``"legacy"`` or ``"jsonrpc"``."""
 
-_PROTOCOLS: Final = ("json", "jsonrpc")
 
 _NOT_JSON: Final = (
     "The text frame is not valid JSON. NaN, Infinity, lone surrogates and nesting deeper than "
@@ -74,7 +75,7 @@ _ID_TYPES: Final = (str, int)
 Problem = tuple[MessageError, str]
 
 
-class FormatMiddleware:
+class FormatMiddleware(CheckMiddleware):
     """Pass the app only messages of the endpoint's format, parsed once.
 
     Each ``websocket.receive`` message is parsed with :func:`wsgate.connection.decoded`; the
@@ -111,6 +112,14 @@ class FormatMiddleware:
             JSON endpoint sends for a JSON-RPC request, e.g. ``"/ws/mcp"``.
     """
 
+    error_frames = (
+        INVALID_JSON,
+        INVALID_MESSAGE,
+        WRONG_PROTOCOL,
+        UNSUPPORTED_DATA,
+        BATCH_TOO_LARGE,
+    )
+
     def __init__(
         self,
         app: ASGIApp,
@@ -123,10 +132,10 @@ class FormatMiddleware:
         jsonrpc_endpoint: str | None = None,
     ) -> None:
         self.app = app
-        checked = _options.choice("protocol", protocol, _PROTOCOLS)
+        checked = _options.choice("protocol", protocol, PROTOCOLS)
         self.protocol: Protocol = "jsonrpc" if checked == "jsonrpc" else "json"
         declared = getattr(app, "protocol", None)
-        if isinstance(app, type) and declared in _PROTOCOLS and declared != self.protocol:
+        if isinstance(app, type) and declared in PROTOCOLS and declared != self.protocol:
             raise ConfigurationError(
                 f"{app.__name__} speaks {declared!r}, but the FormatMiddleware in front of it "
                 f"was given protocol={protocol!r}; pass protocol={declared!r}."
@@ -158,25 +167,17 @@ class FormatMiddleware:
             else 'plain JSON messages {"type": ...} to the server\'s JSON endpoint.'
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        connection, send = Connection.of(scope, send)
-        self.start(connection, scope)
-        check = self.check
+    # The hooks, in the order a connection meets them.
 
-        async def receive_message() -> Message:
-            while True:
-                message = await receive()
-                if message["type"] != "websocket.receive":
-                    return message
-                answer = check(connection, scope, message)
-                if answer is None:
-                    return message
-                await answer
+    def open(self, connection: Connection) -> Connection:
+        """Record the endpoint's format for a new connection."""
+        self.start(connection, connection.scope)
+        return connection
 
-        await self.app(scope, receive_message, send)
+    def message(self, state: Connection, message: Message) -> Awaitable[Verdict] | None:
+        """Check one message: None to pass it on, else its error frame to await."""
+        answer = self.check(state, state.scope, message)
+        return None if answer is None else _dropped(answer)
 
     def start(self, connection: Connection, scope: Scope) -> None:
         """Record the endpoint's format for a new connection, before any message flows."""
@@ -409,6 +410,11 @@ class FormatMiddleware:
 
     def _with_detail(self, error: MessageError) -> bool:
         return self.protocol == "jsonrpc" and error in _REQUEST_ERRORS
+
+
+async def _dropped(answer: Coroutine[Any, Any, None]) -> Verdict:
+    await answer
+    return DROP
 
 
 async def _quietly(answer: Coroutine[Any, Any, None]) -> None:

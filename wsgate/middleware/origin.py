@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wsgate import close_codes
 from wsgate._settings import Environment, parse_environment
+from wsgate.engine import CheckMiddleware
 from wsgate.exceptions import ConfigurationError
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -26,7 +27,7 @@ _SCHEMES = frozenset(_DEFAULT_PORTS)
 _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 
 
-class OriginMiddleware:
+class OriginMiddleware(CheckMiddleware):
     """Refuse WebSocket handshakes whose ``Origin`` is not allowed (HTTP 403).
 
     Origins are compared after normalisation: scheme and host are case-insensitive, and a
@@ -47,6 +48,8 @@ class OriginMiddleware:
             rely on tokens in headers, never on cookies.
         environment: ``"production"`` (the default) or ``"development"``.
     """
+
+    close_codes = (close_codes.ORIGIN_NOT_ALLOWED,)
 
     def __init__(
         self,
@@ -80,9 +83,10 @@ class OriginMiddleware:
         self.patterns = tuple(_compile(pattern) for pattern in allow_origin_regex or ())
         self.allow_missing_origin = allow_missing_origin
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or await self.check(scope, receive, send):
-            await self.app(scope, receive, send)
+    async def _screen(
+        self, scope: Scope, receive: Receive, send: Send, query: bytes
+    ) -> Send | None:
+        return send if await self.check(scope, receive, send) else None
 
     async def check(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Whether a websocket handshake may go on; when it may not, it has been refused

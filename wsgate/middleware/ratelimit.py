@@ -8,12 +8,11 @@ with the same rate, a user then has one budget across all of them.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any, Final, Protocol, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import orjson
 from limits.aio.storage import MemoryStorage, Storage
@@ -23,13 +22,13 @@ from limits.aio.strategies import (
     RateLimiter,
     SlidingWindowCounterRateLimiter,
 )
-from limits.errors import ConfigurationError as LimitsConfigurationError
-from limits.storage import storage_from_string
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
 
 from wsgate import _options, close_codes
+from wsgate._choices import RATE_STRATEGIES, RateStrategy
 from wsgate._window import LocalStorage, LocalWindow
 from wsgate.backends._ratebatch import Keys, RedisHits
+from wsgate.backends._rates import rate_storage
 from wsgate.connection import (
     PARSED_KEY,
     REJECTED_KEY,
@@ -38,6 +37,7 @@ from wsgate.connection import (
     identity_key,
     message_id,
 )
+from wsgate.engine import DROP, CheckMiddleware, Verdict
 from wsgate.error_frames import RATE_LIMITED, error_frame, error_object
 from wsgate.exceptions import ConfigurationError
 
@@ -45,7 +45,7 @@ __all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
 
 logger = logging.getLogger("wsgate.ratelimit")
 
-_STRATEGIES: Final[dict[str, type[RateLimiter]]] = {
+_STRATEGIES: Final[dict[RateStrategy, type[RateLimiter]]] = {
     "moving-window": MovingWindowRateLimiter,
     "fixed-window": FixedWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
@@ -59,79 +59,7 @@ _STORAGE_RETRY: Final = 1.0
 """Seconds between two attempts to use a storage that failed."""
 
 
-def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalStorage:
-    """The storage for ``uri``: windows in this process for ``memory://``, else ``limits``'.
-
-    In one process, ``limits``' own memory storage costs 8-12 µs a message; the in-process
-    windows (:mod:`wsgate._window`) give the same answers in well under one. On ``limits``'
-    Redis storage, the middleware sends the hits made together in one pipeline, with the
-    scripts and keys of ``limits``' own strategies; any other storage goes through
-    ``limits``' async API, a call per message.
-
-    Accepts what users write, ``memory://``, ``redis://host:6379/0``, ``rediss://...`` or
-    ``unix:///path/redis.sock``, as well as the ``limits`` spelling (``async+redis://...``).
-    Redis needs the ``redis`` package (``pip install 'wsgate[redis]'``); no connection is
-    made until the first message. A Redis command gives up after a couple of seconds rather
-    than hold messages up (see :func:`wsgate.backends.redis.connection_pool`).
-
-    Args:
-        connection_pool: A redis-py asyncio connection pool to share, such as a
-            :class:`~wsgate.backends.redis.RedisRegistry`'s; by default Redis gets its own.
-
-    Raises:
-        ConfigurationError: for an unknown scheme or a missing Redis client.
-    """
-    shown = _options.redacted_url(uri)
-    scheme, colon, rest = uri.partition(":")
-    scheme = scheme.lower().removeprefix("async+")
-    if scheme == "memory":
-        return LocalStorage()
-    if scheme == "unix":
-        scheme = "redis+unix"
-    options: dict[str, Any] = {"wrap_exceptions": True}
-    if scheme.startswith("redis"):
-        if importlib.util.find_spec("redis") is None:
-            raise ConfigurationError(
-                f"storage {shown!r} needs the Redis client: pip install 'wsgate[redis]'."
-            )
-        options["implementation"] = "redispy"  # the client the wsgate[redis] extra installs
-        if connection_pool is None:
-            from wsgate.backends.redis import connection_pool as redis_pool
-
-            client_scheme = "unix" if scheme == "redis+unix" else scheme
-            connection_pool = redis_pool(f"{client_scheme}{colon}{rest}")
-        options["connection_pool"] = connection_pool
-    try:
-        storage = storage_from_string(f"async+{scheme}{colon}{rest}", **options)
-    except LimitsConfigurationError:
-        raise ConfigurationError(
-            "storage must be 'memory://' or a Redis URL such as 'redis://localhost:6379/0', "
-            f"'rediss://...' or 'unix:///path/redis.sock', not {shown!r}."
-        ) from None
-    return cast(Storage, storage)  # an async+ scheme always builds an async storage
-
-
-class RateState(Protocol):
-    """A connection's draw on its budget: what the middleware keeps per connection.
-
-    The middleware keeps it in a small object of its own; a :class:`~wsgate.Gate` keeps it
-    in one object with what its other layers keep for the connection. The middleware's
-    hooks read and write it.
-
-    Attributes:
-        connection: The connection.
-        rate_key: The name of the budget the connection draws from.
-        rate_keys: The budget's Redis keys when hits go in pipelines, else empty.
-        refused: Messages refused in a row.
-    """
-
-    connection: Connection
-    rate_key: str
-    rate_keys: Keys
-    refused: int
-
-
-class RateLimitMiddleware:
+class RateLimitMiddleware(CheckMiddleware):
     """Let each user send at most ``rate`` messages; drop the rest with an error frame.
 
     A message over the limit never reaches the app: the client gets a ``rate_limited`` error
@@ -180,12 +108,15 @@ class RateLimitMiddleware:
     error objects, or with one error frame when no request in it has an ``id``.
     """
 
+    close_codes = (close_codes.RATE_LIMIT_ABUSE,)
+    error_frames = (RATE_LIMITED,)
+
     def __init__(
         self,
         app: ASGIApp,
         *,
         rate: str = "30/minute",
-        strategy: str = "moving-window",
+        strategy: RateStrategy = "moving-window",
         storage: str | Storage | LocalStorage = "memory://",
         key: Callable[[Scope], str] | None = None,
         close_after: int | None = None,
@@ -195,7 +126,7 @@ class RateLimitMiddleware:
         self.app = app
         self.rate = rate
         self.item = _options.rate("rate", rate)
-        self.strategy = _options.choice("strategy", strategy, tuple(_STRATEGIES))
+        self.strategy = _options.choice("strategy", strategy, RATE_STRATEGIES)
         if isinstance(storage, str):
             storage = rate_storage(storage)
         elif not isinstance(storage, (Storage, LocalStorage)):
@@ -251,59 +182,44 @@ class RateLimitMiddleware:
         # While the storage fails: when to try it again (0.0 while it works).
         self._retry_at = 0.0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        connection, send = Connection.of(scope, send)
-        state = _RateState(connection)
-        self.begin(state, scope)
-
-        async def receive_message() -> Message:
-            while True:
-                message = await receive()
-                if message["type"] != "websocket.receive":
-                    return message
-                batch = self.batch_of(state, message)
-                allowed: bool | None
-                if batch is not None:
-                    allowed = await self.allows_batch(state, message, batch)
-                else:
-                    allowed = self.allows_now(state)
-                    if allowed is None:
-                        allowed = await self.allows(state)
-                if allowed:
-                    return message
-                if await self.refuse(state, message):
-                    # Messages the server queued before the close are dropped, not handed on.
-                    while message["type"] == "websocket.receive":
-                        message = await receive()
-                    return message
-
-        await self.app(scope, receive_message, send)
-
     def key_of(self, scope: Scope) -> str:
         """The name of the budget a connection draws from, namespaced by kind."""
         return identity_key(scope, _KEY_PREFIX, self.key)
 
-    # The hooks. The middleware above and a Gate's pipeline call them alike, each with its
-    # own RateState.
+    # The hooks, in the order a connection meets them.
 
-    def begin(self, state: RateState, scope: Scope) -> None:
-        """Set up the state of a new connection: its budget, and no message refused yet."""
-        state.rate_key = key = self.key_of(scope)
-        state.rate_keys = self.batch.keys(key) if self.batch is not None else ()
-        state.refused = 0
+    def open(self, connection: Connection) -> RateState:
+        """The state of a new connection: its budget, and no message refused yet."""
+        key = self.key_of(connection.scope)
+        return RateState(connection, key, self.batch.keys(key) if self.batch is not None else ())
 
-    def allows_now(self, state: RateState) -> bool | None:
-        """Count a message in an in-process window, at once: whether it may pass. None when
-        the budget is in a shared storage: then :meth:`allows` decides."""
-        if self.local is None:
-            return None
-        allowed = self.local.hit(state.rate_key)  # synchronous, atomic, cheap
-        if allowed:
+    def message(self, state: RateState, message: Message) -> Awaitable[Verdict] | None:
+        """Count a message: None when it may pass, else the refusal to await."""
+        if state.connection.protocol == "jsonrpc":
+            batch = self.batch_of(state, message)
+            if batch is not None:
+                return self._batch(state, message, batch)
+        local = self.local
+        if local is None:
+            return self._shared(state, message)
+        if local.hit(state.rate_key):  # synchronous, atomic, cheap
             state.refused = 0
-        return allowed
+            return None
+        return self._refused(state, message)
+
+    async def _shared(self, state: RateState, message: Message) -> Verdict:
+        if await self.allows(state):
+            return None
+        return await self._refused(state, message)
+
+    async def _batch(self, state: RateState, message: Message, batch: list[Any]) -> Verdict:
+        if await self.allows_batch(state, message, batch):
+            return None
+        return await self._refused(state, message)
+
+    async def _refused(self, state: RateState, message: Message) -> Verdict:
+        await self.refuse(state, message)
+        return DROP
 
     async def allows(self, state: RateState) -> bool:
         """Count a message in the shared storage (in the fallback while it fails): whether
@@ -472,17 +388,23 @@ class RateLimitMiddleware:
         self._warned_at = now
 
 
-class _RateState:
-    """The middleware's own :class:`RateState`; :meth:`RateLimitMiddleware.begin` fills it."""
+class RateState:
+    """A connection's draw on its budget: what the middleware keeps per connection.
+
+    Attributes:
+        connection: The connection.
+        rate_key: The name of the budget the connection draws from.
+        rate_keys: The budget's Redis keys when hits go in pipelines, else empty.
+        refused: Messages refused in a row.
+    """
 
     __slots__ = ("connection", "rate_key", "rate_keys", "refused")
 
-    rate_key: str
-    rate_keys: Keys
-    refused: int
-
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, rate_key: str, rate_keys: Keys) -> None:
         self.connection = connection
+        self.rate_key = rate_key
+        self.rate_keys = rate_keys
+        self.refused = 0
 
 
 def _hits(window: LocalWindow, key: str, cost: int) -> int:

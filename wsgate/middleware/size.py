@@ -8,20 +8,20 @@ server's cap never gets here; the protocol layer closes the connection with 1009
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Awaitable
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message
 
 from wsgate import _options, close_codes
+from wsgate._choices import SIZE_POLICIES, SizePolicy
 from wsgate.connection import Connection
+from wsgate.engine import DROP, CheckMiddleware, Verdict
 from wsgate.error_frames import MESSAGE_TOO_LARGE
 
 __all__ = ["MessageSizeMiddleware"]
 
-_POLICIES: Final = ("refuse", "close")
 
-
-class MessageSizeMiddleware:
+class MessageSizeMiddleware(CheckMiddleware):
     """Drop, or close on, client messages larger than ``max_bytes``.
 
     A text frame is measured in UTF-8 bytes, not characters, so 8192 four-byte emoji are
@@ -43,40 +43,38 @@ class MessageSizeMiddleware:
             ``"close"`` closes the connection with 1009.
     """
 
+    close_codes = (close_codes.MESSAGE_TOO_LARGE,)
+    error_frames = (MESSAGE_TOO_LARGE,)
+
     def __init__(
         self,
         app: ASGIApp,
         *,
         max_bytes: int = 8192,
-        policy: Literal["refuse", "close"] = "refuse",
+        policy: SizePolicy = "refuse",
     ) -> None:
         self.app = app
         self.max_bytes = _options.count("max_bytes", max_bytes, unit="bytes")
-        self.policy = _options.choice("policy", policy, _POLICIES)
+        # A text of at most this many characters is within the limit, whatever it holds.
+        self._fits = self.max_bytes // 4
+        self.policy = _options.choice("policy", policy, SIZE_POLICIES)
         self.explanation = (
             f"Messages may be at most {max_bytes} bytes (UTF-8 for text); this one was larger "
             "and was dropped."
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        connection, send = Connection.of(scope, send)
-        too_large = self.too_large
+    def message(self, state: Connection, message: Message) -> Awaitable[Verdict] | None:
+        """Pass a message within the limit; answer an oversized one as the policy says."""
+        text = message.get("text")
+        if text is not None and len(text) <= self._fits:
+            return None  # the common case, without a call
+        if not self.too_large(message):
+            return None
+        return self._refused(state)
 
-        async def receive_message() -> Message:
-            while True:
-                message = await receive()
-                if message["type"] != "websocket.receive" or not too_large(message):
-                    return message
-                if await self.refuse(connection):
-                    # Messages the server queued before the close are dropped, not handed on.
-                    while message["type"] == "websocket.receive":
-                        message = await receive()
-                    return message
-
-        await self.app(scope, receive_message, send)
+    async def _refused(self, connection: Connection) -> Verdict:
+        await self.refuse(connection)
+        return DROP
 
     async def refuse(self, connection: Connection) -> bool:
         """Answer an oversized message as the policy says: with an error frame (False), or

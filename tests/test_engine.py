@@ -1,4 +1,4 @@
-"""The gate's pipeline: the layers a gate builds, run as one ASGI app."""
+"""The engine: the checks a gate builds, run as one ASGI app."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from wsgate import (
     OriginMiddleware,
     RateLimitMiddleware,
 )
-from wsgate.pipeline import GatePipeline
+from wsgate.engine import Engine
 from wsgate.testing import LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -55,9 +55,8 @@ class Recorder:
 def test_the_gate_runs_the_layers_it_built_in_the_chains_order() -> None:
     gate = Gate(GateConfig(jwt_secret=SECRET))
     app = gate.wrap(Recorder(), path="/ws")
-    assert isinstance(app, GatePipeline)
-    assert [type(layer) for layer in app.layers] == [
-        MetricsMiddleware,
+    assert isinstance(app, Engine)
+    assert [type(layer) for layer in app.checks] == [
         OriginMiddleware,
         AuthMiddleware,
         ConnectionLimitMiddleware,
@@ -66,13 +65,13 @@ def test_the_gate_runs_the_layers_it_built_in_the_chains_order() -> None:
         RateLimitMiddleware,
         FormatMiddleware,
     ]
-    assert gate.layers(HeartbeatMiddleware) == [app.heartbeat]
+    assert gate.layers(HeartbeatMiddleware) == [app.checks[4]]
+    assert isinstance(app.metrics, MetricsMiddleware)
 
     bare = Gate(GateConfig(jwt_secret=SECRET, rate_limit=None, max_connections_per_user=None))
     app = bare.wrap(Recorder(), protocol=None)
-    assert isinstance(app, GatePipeline)
-    assert [type(layer) for layer in app.layers] == [
-        MetricsMiddleware,
+    assert isinstance(app, Engine)
+    assert [type(layer) for layer in app.checks] == [
         OriginMiddleware,
         AuthMiddleware,
         MessageSizeMiddleware,
