@@ -705,6 +705,50 @@ def test_an_engine_refuses_what_is_not_a_check() -> None:
         Engine(websocket_session(one_answer), [Sideways()])
 
 
+class AsyncOpen(Check):
+    async def open(self, connection: Connection) -> Any:
+        return connection
+
+
+class AsyncSent(Check):
+    async def sent(self, state: Any, message: Message) -> None:  # type: ignore[override]
+        pass
+
+
+@pytest.mark.parametrize(("check", "hook"), [(AsyncOpen(), "open"), (AsyncSent(), "sent")])
+def test_hooks_that_cannot_wait_are_refused_as_async_at_start_up(check: Check, hook: str) -> None:
+    message = rf"{type(check).__name__}\.{hook} is an async def; it must be a plain def"
+    with pytest.raises(ConfigurationError, match=message):
+        Gate(GateConfig(jwt_secret=SECRET, allowed_origins=(ORIGIN,)), checks=[check])
+    with pytest.raises(ConfigurationError, match=message):
+        Engine(websocket_session(one_answer), [check])
+
+
+class Wrong(Check):
+    def message(self, state: Any, message: Message) -> Any:
+        return False  # neither None, DROP nor a row
+
+
+async def test_a_message_hook_that_returns_something_else_fails_loudly() -> None:
+    failures: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await receive()
+        except TypeError as exc:
+            failures.append(exc)
+        await send({"type": "websocket.close", "code": 1011})
+
+    with LiveServer(Engine(app, [Wrong()])) as server:
+        async with WSClient(server.ws("/ws")) as ws:
+            await ws.send_json({"type": "hello"})
+            assert await ws.wait_closed() == (1011, "")
+    assert len(failures) == 1
+    assert "return None to pass the message on, wsgate.DROP to drop it" in str(failures[0])
+
+
 # Wrapped endpoints, and an engine without a gate
 
 

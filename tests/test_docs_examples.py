@@ -38,22 +38,10 @@ ORIGIN = "https://chat.example.com"
 STARTUP_SECONDS = 60.0  # every module starts at once, on however few cores there are
 tokens = TokenFactory(SECRET)
 
-NOT_CODE = {
-    ("docs/browser.md", 1): "a signature, not code: js_route(path=..., *, max_age=0) -> Route",
-    ("docs/endpoints.md", 1): "an excerpt: '...' stands for the class its lines are indented in",
-    ("docs/testing.md", 1): "a signature, not code: LiveServer(app, *, ...)",
-    ("docs/testing.md", 3): "a signature, not code: WSClient(url, *, ...)",
-    ("docs/testing.md", 5): "a signature, not code: TokenFactory(secret=None, *, ...)",
-}
+NOT_CODE: dict[tuple[str, int], str] = {}
 """Blocks marked ```python that are not Python, and why."""
 
-NOT_ALONE = {
-    ("docs/quickstart.md", 2): "continues block 0: Starlette, gate and Echo come from there",
-    ("docs/authentication.md", 7): "wraps Chat, defined in block 0",
-    ("docs/authentication.md", 9): "wraps Chat, defined in block 0",
-    ("docs/authentication.md", 11): "uses Starlette, WebSocketRoute, Chat and verifier of block 0",
-    ("docs/discovery.md", 0): "imports myapp.endpoints, the reader's own module",
-}
+NOT_ALONE: dict[tuple[str, int], str] = {}
 """Blocks that define ``app`` but need names from elsewhere to run, and where from."""
 
 

@@ -1,10 +1,10 @@
 """What the gate's layers share about one WebSocket connection, and the decode-once cache.
 
-Every message-level middleware calls :meth:`Connection.of` at the start of a connection (a
-:class:`~wsgate.Gate` calls it once for all of its layers). The first one creates the
-:class:`Connection` and stores it in ``scope["wsgate.connection"]``; the others find it
-there. It owns the connection's ``send``: whichever layer ends the connection (an eviction
-from another connection's task, a heartbeat timer, a size refusal) goes through
+Each :class:`~wsgate.Engine` calls :meth:`Connection.of` at the start of a connection (a
+:class:`~wsgate.Gate` is one engine for all of its checks). The first one creates the
+:class:`Connection` and stores it in ``scope["wsgate.connection"]``; engines nested inside
+it find it there. It owns the connection's ``send``: whichever check ends the connection (an
+eviction from another connection's task, a heartbeat timer, a size refusal) goes through
 :meth:`Connection.close`, which is idempotent, and whatever the app sends after that is
 dropped instead of raising in the server.
 
@@ -35,7 +35,7 @@ from starlette.types import Message, Scope, Send
 
 from wsgate._printable import printable
 from wsgate.close_codes import SLOW_CONSUMER, Refusal, close_message
-from wsgate.error_frames import MessageError, Protocol, error_frame
+from wsgate.error_frames import MessageError, Protocol, error_object
 from wsgate.metrics import METRICS_KEY, ConnectionRecord
 
 __all__ = ["INVALID", "NOT_TEXT", "Connection", "decoded", "message_id"]
@@ -231,7 +231,7 @@ class Connection:
         it finished there, else what is left to await, within ``send_timeout``.
 
         Almost always the server has written the frame and finished at once, and no timer
-        was needed. For :class:`~wsgate.pipeline.GatePipeline`, which sends an open
+        was needed. For :class:`~wsgate.Engine`, which sends an open
         connection's messages without a coroutine of this class in between.
         """
         if self.send_timeout is None or type(sending) is not CoroutineType:
@@ -284,6 +284,7 @@ class Connection:
         *,
         to: Any = None,
         message_id: Any = None,
+        count: bool = True,
         **extra: Any,
     ) -> None:
         """Answer one message with an error frame in the client's shape; the connection stays.
@@ -299,12 +300,35 @@ class Connection:
             to: The message being answered, as ``GatedEndpoint.error`` takes it: its ``id``
                 is echoed, never its content.
             message_id: The ``id`` to echo, when you have it rather than the message.
+            count: False when the error was counted already, where it happened.
             extra: Numbers and names added to the error.
         """
         if to is not None and message_id is None:
             message_id = _message_id_of(to)
-        self.count_error(error)
-        frame = error_frame(
+        frame = self.error_object(error, message, message_id=message_id, count=count, **extra)
+        # A client that vanished gets nothing; the app learns it from its next receive.
+        with contextlib.suppress(OSError):
+            await self.send_text(orjson.dumps(frame).decode())
+
+    def error_object(
+        self,
+        error: MessageError,
+        message: str,
+        *,
+        message_id: Any = None,
+        count: bool = True,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The error answering one message, shaped for this connection's format and counted:
+        what :meth:`send_error` sends, and what a JSON-RPC batch's response holds for each
+        request that failed. Every error frame wsgate sends is shaped here.
+
+        Args:
+            count: False when the error was counted already, where it happened.
+        """
+        if count:
+            self.count_error(error)
+        return error_object(
             error,
             message,
             protocol=self.protocol,
@@ -312,9 +336,6 @@ class Connection:
             message_id=message_id,
             extra=extra,
         )
-        # A client that vanished gets nothing; the app learns it from its next receive.
-        with contextlib.suppress(OSError):
-            await self.send_text(frame)
 
     def count_error(self, error: MessageError) -> None:
         """Count a message refused or failed with ``error`` in the gate's metrics, for an

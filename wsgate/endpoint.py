@@ -37,8 +37,6 @@ from wsgate.error_frames import (
     METHOD_NOT_FOUND,
     MessageError,
     Protocol,
-    error_frame,
-    error_object,
 )
 from wsgate.exceptions import ConfigurationError, ErrorReply, InvalidParams
 from wsgate.middleware.format import FORMAT_KEY, REJECTED_KEY, FormatMiddleware
@@ -250,16 +248,7 @@ class GatedEndpoint(WebSocketEndpoint):
         self, websocket: WebSocket, error: MessageError, message: str, *, to: Any, **extra: Any
     ) -> None:
         """Send an error frame already counted (by :meth:`_isolated`)."""
-        connection = self.connection
-        frame = error_frame(
-            error,
-            message,
-            protocol=connection.protocol,
-            legacy=connection.legacy,
-            message_id=message_id(to),
-            extra=extra,
-        )
-        await websocket.send_text(frame)
+        await self.connection.send_error(error, message, to=to, count=False, **extra)
 
     async def notify(self, websocket: WebSocket, method: str, params: Any = None) -> None:
         """Send the client a JSON-RPC notification (a request without ``id``)."""
@@ -359,12 +348,12 @@ class GatedEndpoint(WebSocketEndpoint):
         if "id" not in request:
             return None  # a notification is never answered, not even with an error
         if isinstance(outcome, ErrorReply):
-            return error_object(
+            return self.connection.error_object(
                 outcome.error,
                 outcome.message,
-                protocol="jsonrpc",
                 message_id=request["id"],
-                extra=outcome.extra,
+                count=False,  # counted where it happened, in _isolated
+                **outcome.extra,
             )
         return {"jsonrpc": "2.0", "id": request["id"], "result": outcome}
 

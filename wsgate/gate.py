@@ -71,19 +71,19 @@ class Endpoint:
 class Gate:
     """Every wsgate check in front of an endpoint or a whole app, from one :class:`GateConfig`.
 
-    The chain, outermost first: origin, authentication, per-user connection limit, message
-    size, heartbeat and timeouts, rate limit, message format, then the app. A refusal by an
-    outer layer means the inner ones never run, and a message refused by one layer never
-    reaches the next. State shared between connections (the rate-limit storage and the
+    The chain, outermost first: origin, your ``before_auth`` checks, authentication, your
+    ``after_auth`` checks, per-user connection limit, message size, heartbeat and timeouts,
+    rate limit, message format, your message checks, then the app. A refusal by an outer
+    check means the inner ones never run, and a message refused by one check never reaches
+    the next. State shared between connections (the backend: the rate-limit storage and the
     connection registry) belongs to the gate, so every endpoint it wraps shares it.
 
     The gate builds each middleware from the config, as you would to use it alone
-    (:meth:`layers` returns them), but does not nest them: :meth:`wrap` returns one ASGI app
-    that calls their hooks in the chain's order. The handshake checks run and return before
-    the app starts, and each message goes through the other checks in one ``receive``, so
-    an open connection holds one frame and one ``receive`` of the gate's, instead of a frame
-    and a wrapper per layer. What clients and the app see is the same as with the nested
-    chain.
+    (:meth:`layers` returns them), and :meth:`wrap` runs them all as checks of one
+    :class:`~wsgate.Engine`: the handshake checks run and return before the app starts, and
+    each message goes through the other checks in one ``receive``, so an open connection
+    holds one frame and one ``receive`` of the gate's, instead of a frame and a wrapper per
+    layer. What clients and the app see is the same as with the middlewares nested.
 
     Args:
         config: The settings; ``GateConfig.from_env()`` reads them from ``WSGATE_*``
@@ -165,7 +165,7 @@ class Gate:
     ) -> ASGIApp:
         """Put the gate in front of ``app``: an endpoint class, a route's app, or a whole app.
 
-        Returns a :class:`~wsgate.pipeline.GatePipeline`. Non-websocket requests pass through
+        Returns an :class:`~wsgate.Engine`. Non-websocket requests pass through
         untouched, so wrapping a whole Starlette app is fine. The ``{user_id}`` path check
         needs path parameters, which exist only once the router has matched: wrap endpoints
         to get it.

@@ -38,7 +38,6 @@ from wsgate.error_frames import (
     WRONG_PROTOCOL,
     MessageError,
     Protocol,
-    error_object,
 )
 from wsgate.exceptions import ConfigurationError
 
@@ -221,7 +220,7 @@ class FormatMiddleware(CheckMiddleware):
         if problem is None:
             return None
         error, text = problem
-        extra = {"detail": _RPC_SHAPE} if self._with_detail(error) else {}
+        extra: dict[str, Any] = {"detail": _RPC_SHAPE} if self._with_detail(error) else {}
         return _quietly(connection.send_error(error, text, message_id=message_id(value), **extra))
 
     async def admit(self, connection: Connection, scope: Scope, message: Message) -> bool:
@@ -318,12 +317,9 @@ class FormatMiddleware(CheckMiddleware):
                 valid.append(entry)
                 continue
             error, text = problem
-            connection.count_error(error)
-            extra = {"detail": _RPC_SHAPE} if self._with_detail(error) else None
+            extra: dict[str, Any] = {"detail": _RPC_SHAPE} if self._with_detail(error) else {}
             rejected.append(
-                error_object(
-                    error, text, protocol="jsonrpc", message_id=message_id(entry), extra=extra
-                )
+                connection.error_object(error, text, message_id=message_id(entry), **extra)
             )
         if not valid:
             return _quietly(connection.send_text(orjson.dumps(rejected).decode()))

@@ -38,7 +38,7 @@ from wsgate.connection import (
     message_id,
 )
 from wsgate.engine import DROP, CheckMiddleware, Verdict
-from wsgate.error_frames import RATE_LIMITED, error_frame, error_object
+from wsgate.error_frames import RATE_LIMITED
 from wsgate.exceptions import ConfigurationError
 
 __all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
@@ -279,13 +279,17 @@ class RateLimitMiddleware(CheckMiddleware):
             # Each request is counted once, there; a batch of notifications only gets one
             # frame (id null), so that the client learns why nothing ran.
             rejected = await self._batch_errors(state, batch)
-            if rejected:
-                frame = orjson.dumps(rejected).decode()
+            if not rejected:
+                await connection.send_error(
+                    RATE_LIMITED,
+                    self.explanation,
+                    count=False,
+                    retry_after=await self._retry_after(key),
+                    limit=self.rate,
+                )
             else:
-                extra = {"retry_after": await self._retry_after(key), "limit": self.rate}
-                frame = error_frame(RATE_LIMITED, self.explanation, protocol="jsonrpc", extra=extra)
-            with contextlib.suppress(OSError):  # gone; the next receive says so
-                await connection.send_text(frame)
+                with contextlib.suppress(OSError):  # gone; the next receive says so
+                    await connection.send_text(orjson.dumps(rejected).decode())
         if self.close_after is not None and state.refused >= self.close_after:
             await connection.close(close_codes.RATE_LIMIT_ABUSE)
             return True
@@ -300,14 +304,15 @@ class RateLimitMiddleware(CheckMiddleware):
             connection.count_error(RATE_LIMITED)
         if not any(request_id is not None for request_id in answered):
             return []
-        extra = {"retry_after": await self._retry_after(state.rate_key), "limit": self.rate}
+        retry_after = await self._retry_after(state.rate_key)
         return [
-            error_object(
+            connection.error_object(
                 RATE_LIMITED,
                 self.batch_explanation,
-                protocol="jsonrpc",
                 message_id=request_id,
-                extra=extra,
+                count=False,  # each request was counted above, notifications too
+                retry_after=retry_after,
+                limit=self.rate,
             )
             for request_id in answered
             if request_id is not None
