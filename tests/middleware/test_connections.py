@@ -19,9 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 
+from tests.middleware.mounting import Mounting, gate
 from wsgate import AuthMiddleware, ConfigurationError, JWTVerifier, close_codes
+from wsgate._choices import ConnectionPolicy
 from wsgate.middleware.connections import ConnectionLimitMiddleware
-from wsgate.registry import Admission, MemoryRegistry, Policy
+from wsgate.registry import Admission, MemoryRegistry, Policy, Registry
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -183,25 +185,53 @@ class Harness:
         return dict(self.registry.local_connections)
 
 
-def build(
-    registry: RecordingRegistry, spy: Spy, middlewares: list[ConnectionLimitMiddleware]
-) -> Starlette:
-    def limited(app: ASGIApp, **options: Any) -> ConnectionLimitMiddleware:
-        middleware = ConnectionLimitMiddleware(app, registry=registry, **options)
-        middlewares.append(middleware)
-        return middleware
+def limited(
+    mounting: Mounting,
+    app: ASGIApp,
+    registry: Registry,
+    *,
+    max_per_user: int = 3,
+    policy: ConnectionPolicy = "evict_oldest",
+    authenticated: bool = True,
+) -> tuple[ASGIApp, list[ConnectionLimitMiddleware]]:
+    """``app`` behind the connection limit, counted in ``registry``, and the limit's check:
+    the middleware alone (behind AuthMiddleware when ``authenticated``), or inside a gate."""
+    if mounting == "gate":
+        gated = gate(
+            SECRET,
+            registry=registry,
+            max_connections_per_user=max_per_user,
+            connection_policy=policy,
+        )
+        mounted = gated.wrap(app, protocol=None, dev_bypass=not authenticated)
+        return mounted, gated.layers(ConnectionLimitMiddleware)
+    middleware = ConnectionLimitMiddleware(
+        app, max_per_user=max_per_user, policy=policy, registry=registry
+    )
+    if authenticated:
+        return AuthMiddleware(middleware, verifier=VERIFIER), [middleware]
+    return middleware, [middleware]
 
+
+def build(
+    mounting: Mounting,
+    registry: RecordingRegistry,
+    spy: Spy,
+    middlewares: list[ConnectionLimitMiddleware],
+) -> Starlette:
     def guarded(app: ASGIApp, **options: Any) -> ASGIApp:
-        return spy(AuthMiddleware(limited(app, **options), verifier=VERIFIER))
+        mounted, built = limited(mounting, app, registry, **options)
+        middlewares.extend(built)
+        return spy(mounted)
 
     return Starlette(
         routes=[
-            Route("/", limited(PlainTextResponse("home"))),
+            Route("/", guarded(PlainTextResponse("home"), authenticated=False)),
             WebSocketRoute("/ws", guarded(serve)),
             WebSocketRoute("/other", guarded(serve)),
             WebSocketRoute("/reject", guarded(serve, policy="reject_new")),
             WebSocketRoute("/one", guarded(serve, max_per_user=1)),
-            WebSocketRoute("/anon", spy(limited(serve))),
+            WebSocketRoute("/anon", guarded(serve, authenticated=False)),
             WebSocketRoute("/deny", guarded(deny)),
             WebSocketRoute("/refused-inside", guarded(RefuseInside(serve))),
             WebSocketRoute("/stubborn", guarded(stubborn)),
@@ -210,10 +240,10 @@ def build(
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+async def harness(mounting: Mounting) -> AsyncIterator[Harness]:
     registry, spy = RecordingRegistry(), Spy()
     middlewares: list[ConnectionLimitMiddleware] = []
-    server = LiveServer(build(registry, spy, middlewares))
+    server = LiveServer(build(mounting, registry, spy, middlewares))
     SEEN.clear()
     server.start()
     try:
@@ -612,10 +642,12 @@ class BrokenRegistry(MemoryRegistry):
         raise ConnectionError("registry down")
 
 
-async def test_a_failing_registry_lets_connections_in(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_registry_lets_connections_in(
+    mounting: Mounting, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="wsgate")
     registry = BrokenRegistry()
-    app = ConnectionLimitMiddleware(serve, max_per_user=1, registry=registry)
+    app, _ = limited(mounting, serve, registry, max_per_user=1, authenticated=False)
     with LiveServer(app) as server:
         for _ in range(2):
             async with WSClient(server.ws("/")) as client:

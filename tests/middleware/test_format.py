@@ -11,11 +11,14 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute, websocket_session
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
+from tests.middleware.mounting import Mounting, gate
 from wsgate import ConfigurationError
 from wsgate.connection import PARSED_KEY, Connection, decoded
 from wsgate.endpoint import GatedEndpoint
+from wsgate.error_frames import Protocol
 from wsgate.middleware.format import FORMAT_KEY, REJECTED_KEY, FormatMiddleware
 from wsgate.testing import LiveServer, WSClient
 
@@ -59,19 +62,48 @@ async def mirror(websocket: WebSocket) -> None:
         )
 
 
+def checked(
+    mounting: Mounting,
+    app: ASGIApp,
+    *,
+    protocol: Protocol = "json",
+    legacy: bool = True,
+    max_batch: int = 50,
+    json_endpoint: str | None = None,
+    jsonrpc_endpoint: str | None = None,
+) -> ASGIApp:
+    """``app`` behind the format check: the middleware alone, or inside a gate."""
+    if mounting == "alone":
+        return FormatMiddleware(
+            app,
+            protocol=protocol,
+            legacy=legacy,
+            max_batch=max_batch,
+            json_endpoint=json_endpoint,
+            jsonrpc_endpoint=jsonrpc_endpoint,
+        )
+    return gate(legacy_messages=legacy, max_batch=max_batch).wrap(
+        app,
+        protocol=protocol,
+        dev_bypass=True,
+        json_endpoint=json_endpoint,
+        jsonrpc_endpoint=jsonrpc_endpoint,
+    )
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
+def server(mounting: Mounting) -> Iterator[LiveServer]:
     app = Starlette(
         routes=[
-            WebSocketRoute("/json", FormatMiddleware(mirror, jsonrpc_endpoint="/rpc")),
-            WebSocketRoute("/json-bare", FormatMiddleware(mirror)),
-            WebSocketRoute("/no-legacy", FormatMiddleware(mirror, legacy=False)),
+            WebSocketRoute("/json", checked(mounting, mirror, jsonrpc_endpoint="/rpc")),
+            WebSocketRoute("/json-bare", checked(mounting, mirror)),
+            WebSocketRoute("/no-legacy", checked(mounting, mirror, legacy=False)),
             WebSocketRoute(
                 "/rpc",
-                FormatMiddleware(mirror, protocol="jsonrpc", max_batch=3, json_endpoint="/json"),
+                checked(mounting, mirror, protocol="jsonrpc", max_batch=3, json_endpoint="/json"),
             ),
-            WebSocketRoute("/rpc-bare", FormatMiddleware(mirror, protocol="jsonrpc")),
-            Route("/health", FormatMiddleware(PlainTextResponse("ok"))),
+            WebSocketRoute("/rpc-bare", checked(mounting, mirror, protocol="jsonrpc")),
+            Route("/health", checked(mounting, PlainTextResponse("ok"))),
         ]
     )
     with LiveServer(app) as live:

@@ -24,16 +24,18 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.middleware.mounting import Mounting, alone_only, gate
 from wsgate import (
     AuthMiddleware,
     AuthUnavailable,
     ConfigurationError,
+    Gate,
     Identity,
     JWTVerifier,
     close_codes,
 )
-from wsgate.connection import Connection
 from wsgate._timers import Timers as _Timers
+from wsgate.connection import Connection
 from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware
 from wsgate.testing import LiveServer, TokenFactory, WSClient
 
@@ -98,24 +100,83 @@ def authenticated(app: ASGIApp, **options: Any) -> ASGIApp:
     return AuthMiddleware(HeartbeatMiddleware(app, **settings), verifier=VERIFIER)
 
 
+def heartbeat_gate(
+    *,
+    interval: float | None = 45.0,
+    timeout: float = 20.0,
+    idle_timeout: float | None = None,
+    max_lifetime: float | None = None,
+    leeway: float = 0.0,
+) -> Gate:
+    """A gate whose heartbeat has these options, and the middleware's default bounds."""
+    return gate(
+        SECRET,
+        heartbeat_interval=interval,
+        heartbeat_timeout=timeout,
+        idle_timeout=idle_timeout,
+        max_lifetime=max_lifetime,
+        jwt_leeway=leeway,
+        ping_limit="30/minute",
+        refresh_limit="6/minute",
+    )
+
+
+class Counted:
+    """Builds endpoints behind the heartbeat check, and serves their live timers and the
+    server's tasks.
+
+    Mounted alone, the check is a HeartbeatMiddleware; an ``authenticated`` one sits behind
+    AuthMiddleware and refreshes tokens with the same verifier. In a gate, it is the gate's.
+    """
+
+    def __init__(self, mounting: Mounting) -> None:
+        self.mounting = mounting
+        self.middlewares: list[HeartbeatMiddleware] = []
+
+    def __call__(self, app: ASGIApp, *, authenticated: bool = False, **options: Any) -> ASGIApp:
+        if self.mounting == "gate":
+            gated = heartbeat_gate(**options)
+            mounted = gated.wrap(app, protocol=None, dev_bypass=not authenticated)
+            self.middlewares += gated.layers(HeartbeatMiddleware)
+            return mounted
+        verifier = VERIFIER if authenticated else None
+        middleware = HeartbeatMiddleware(app, verifier=verifier, **options)
+        self.middlewares.append(middleware)
+        return AuthMiddleware(middleware, verifier=VERIFIER) if authenticated else middleware
+
+    @property
+    def timers(self) -> int:
+        return sum(middleware.armed_timers for middleware in self.middlewares)
+
+    def stats(self) -> Callable[[WebSocket], Awaitable[None]]:
+        async def stats(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await websocket.send_json({"timers": self.timers, "tasks": len(asyncio.all_tasks())})
+            await websocket.close()
+
+        return stats
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
+def server(mounting: Mounting) -> Iterator[LiveServer]:
+    mount = Counted(mounting)
     routes = [
-        WebSocketRoute("/hb", HeartbeatMiddleware(echo, interval=0.1, timeout=1.0)),
-        WebSocketRoute("/quiet", HeartbeatMiddleware(echo, interval=None)),
-        WebSocketRoute("/rpc", HeartbeatMiddleware(jsonrpc(echo), interval=0.1, timeout=1.0)),
-        WebSocketRoute(
-            "/idle", HeartbeatMiddleware(echo, interval=0.1, timeout=1.0, idle_timeout=0.6)
-        ),
-        WebSocketRoute("/idle-only", HeartbeatMiddleware(echo, interval=None, idle_timeout=1.0)),
-        WebSocketRoute("/lifetime", HeartbeatMiddleware(echo, interval=None, max_lifetime=0.5)),
-        WebSocketRoute("/auth", authenticated(echo)),
-        WebSocketRoute("/auth-rpc", authenticated(jsonrpc(echo))),
-        WebSocketRoute("/auth-no-refresh", authenticated(echo, verifier=None)),
-        WebSocketRoute("/auth-down", authenticated(echo, verifier=Down())),
-        WebSocketRoute("/auth-leeway", authenticated(echo, leeway=30)),
-        Route("/http", HeartbeatMiddleware(PlainTextResponse("plain http"))),
+        WebSocketRoute("/hb", mount(echo, interval=0.1, timeout=1.0)),
+        WebSocketRoute("/quiet", mount(echo, interval=None)),
+        WebSocketRoute("/rpc", mount(jsonrpc(echo), interval=0.1, timeout=1.0)),
+        WebSocketRoute("/idle", mount(echo, interval=0.1, timeout=1.0, idle_timeout=0.6)),
+        WebSocketRoute("/idle-only", mount(echo, interval=None, idle_timeout=1.0)),
+        WebSocketRoute("/lifetime", mount(echo, interval=None, max_lifetime=0.5)),
+        WebSocketRoute("/auth", mount(echo, authenticated=True, interval=None)),
+        WebSocketRoute("/auth-rpc", mount(jsonrpc(echo), authenticated=True, interval=None)),
+        WebSocketRoute("/auth-leeway", mount(echo, authenticated=True, interval=None, leeway=30)),
+        Route("/http", mount(PlainTextResponse("plain http"))),
     ]
+    if mounting == "alone":  # a gate's heartbeat refreshes with the gate's own verifier
+        routes += [
+            WebSocketRoute("/auth-no-refresh", authenticated(echo, verifier=None)),
+            WebSocketRoute("/auth-down", authenticated(echo, verifier=Down())),
+        ]
     with LiveServer(Starlette(routes=routes)) as live:
         yield live
 
@@ -430,6 +491,7 @@ async def test_refresh_needs_a_token(server: LiveServer) -> None:
         assert error["id"] == 2
 
 
+@alone_only
 async def test_refresh_without_a_verifier_is_an_error_frame(
     server: LiveServer, app_seen: list[str]
 ) -> None:
@@ -445,6 +507,7 @@ async def test_refresh_without_a_verifier_is_an_error_frame(
     assert app_seen == ["still open"]
 
 
+@alone_only
 async def test_auth_service_down_keeps_the_connection_until_exp(server: LiveServer) -> None:
     async with WSClient(server.ws("/auth-down"), token=TOKENS.valid(ttl=2)) as ws:
         await ws.send_json({"type": "auth", "token": TOKENS.valid(ttl=600)})
@@ -501,30 +564,6 @@ async def evictor(websocket: WebSocket) -> None:
     await websocket.receive()
 
 
-class Counted:
-    """Builds heartbeat middlewares, and serves their live timers and the server's tasks."""
-
-    def __init__(self) -> None:
-        self.middlewares: list[HeartbeatMiddleware] = []
-
-    def __call__(self, app: ASGIApp, **options: Any) -> HeartbeatMiddleware:
-        middleware = HeartbeatMiddleware(app, **options)
-        self.middlewares.append(middleware)
-        return middleware
-
-    @property
-    def timers(self) -> int:
-        return sum(middleware.armed_timers for middleware in self.middlewares)
-
-    def stats(self) -> Callable[[WebSocket], Awaitable[None]]:
-        async def stats(websocket: WebSocket) -> None:
-            await websocket.accept()
-            await websocket.send_json({"timers": self.timers, "tasks": len(asyncio.all_tasks())})
-            await websocket.close()
-
-        return stats
-
-
 async def stats(server: LiveServer) -> dict[str, int]:
     async with WSClient(server.ws("/stats")) as ws:
         result: dict[str, int] = await ws.receive_json(timeout=5)
@@ -552,8 +591,8 @@ async def settled(server: LiveServer, tasks: int) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def leak_server() -> Iterator[LiveServer]:
-    counted = Counted()
+def leak_server(mounting: Mounting) -> Iterator[LiveServer]:
+    counted = Counted(mounting)
     routes = [
         WebSocketRoute("/stats", counted.stats()),
         WebSocketRoute("/evict", evictor),
@@ -565,9 +604,7 @@ def leak_server() -> Iterator[LiveServer]:
         WebSocketRoute("/steady", Registry(counted(echo, interval=0.05, timeout=30))),
         WebSocketRoute(
             "/auth",
-            AuthMiddleware(
-                counted(echo, interval=0.05, timeout=1.0, verifier=VERIFIER), verifier=VERIFIER
-            ),
+            counted(echo, authenticated=True, interval=0.05, timeout=1.0),
         ),
     ]
     with LiveServer(Starlette(routes=routes)) as live:
@@ -653,8 +690,8 @@ async def test_no_timer_or_task_outlives_its_connection(leak_server: LiveServer)
     assert after["tasks"] <= tasks
 
 
-async def test_server_shutdown_leaves_no_timer() -> None:
-    counted = Counted()
+async def test_server_shutdown_leaves_no_timer(mounting: Mounting) -> None:
+    counted = Counted(mounting)
     live = LiveServer(counted(echo, interval=0.05, timeout=30, max_lifetime=60), lifespan="off")
     live.start()
     clients = [WSClient(live.ws("/")) for _ in range(10)]

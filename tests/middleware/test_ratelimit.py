@@ -19,7 +19,9 @@ from starlette.routing import Route, WebSocketRoute, websocket_session
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from wsgate import AuthMiddleware, ConfigurationError, GateUser, Identity, JWTVerifier
+from tests.middleware.mounting import Mounting, alone_only, gate
+from wsgate import AuthMiddleware, ConfigurationError, Gate, GateUser, Identity, JWTVerifier
+from wsgate._choices import RateStrategy
 from wsgate._window import LocalStorage
 from wsgate.connection import Connection, decoded
 from wsgate.middleware.ratelimit import RateLimitMiddleware, rate_storage
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.anyio
 SECRET = "rate-limit-middleware-tests-secret-0123456789"
 TOKENS = TokenFactory(SECRET)
 VERIFIER = JWTVerifier(algorithms=["HS256"], secret=SECRET)
-STRATEGIES = ["moving-window", "fixed-window", "sliding-window-counter"]
+STRATEGIES: list[RateStrategy] = ["moving-window", "fixed-window", "sliding-window-counter"]
 
 _users = itertools.count(1)
 
@@ -111,32 +113,74 @@ def limited(**options: Any) -> ASGIApp:
     return AuthMiddleware(RateLimitMiddleware(echo, **options), verifier=VERIFIER)
 
 
+def rate_gate(
+    rate: str = "30/minute",
+    strategy: RateStrategy = "moving-window",
+    close_after: int | None = None,
+) -> Gate:
+    """A gate whose only limit is this rate limit; its endpoints share one storage."""
+    return gate(
+        SECRET, rate_limit=rate, rate_limit_strategy=strategy, rate_limit_close_after=close_after
+    )
+
+
+def mounted(
+    mounting: Mounting,
+    app: ASGIApp = echo,
+    *,
+    rate: str = "30/minute",
+    strategy: RateStrategy = "moving-window",
+    close_after: int | None = None,
+    authenticated: bool = True,
+) -> ASGIApp:
+    """``app`` behind the rate limit, with its own budgets: the middleware alone (behind
+    AuthMiddleware when ``authenticated``), or inside a gate of its own."""
+    if mounting == "gate":
+        gated = rate_gate(rate, strategy, close_after)
+        return gated.wrap(app, protocol=None, dev_bypass=not authenticated)
+    middleware = RateLimitMiddleware(app, rate=rate, strategy=strategy, close_after=close_after)
+    return AuthMiddleware(middleware, verifier=VERIFIER) if authenticated else middleware
+
+
+def sharing(mounting: Mounting) -> tuple[ASGIApp, ASGIApp]:
+    """Two endpoints limited to 3/minute that share their budgets: two middlewares on one
+    storage, or two endpoints of one gate."""
+    if mounting == "alone":
+        return limited(rate="3/minute", storage=shared), limited(rate="3/minute", storage=shared)
+    both = rate_gate("3/minute")
+    return both.wrap(echo, protocol=None), both.wrap(echo, protocol=None)
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
+def server(mounting: Mounting) -> Iterator[LiveServer]:
+    shared_a, shared_b = sharing(mounting)
     routes = [
-        WebSocketRoute("/ws", limited()),  # the default: 30/minute, moving window
+        WebSocketRoute("/ws", mounted(mounting)),  # the default: 30/minute, moving window
         *[
             # A day-long window: a burst never straddles a boundary of the clock-aligned
             # sliding-window-counter, which would let its weighted count lag by one.
-            WebSocketRoute(f"/strategy/{name}", limited(rate="30/day", strategy=name))
+            WebSocketRoute(f"/strategy/{name}", mounted(mounting, rate="30/day", strategy=name))
             for name in STRATEGIES
         ],
-        WebSocketRoute("/fast", limited(rate="5/second")),
-        WebSocketRoute("/abuse", limited(rate="2/minute", close_after=3)),
+        WebSocketRoute("/fast", mounted(mounting, rate="5/second")),
+        WebSocketRoute("/abuse", mounted(mounting, rate="2/minute", close_after=3)),
         WebSocketRoute(
             "/abuse-reset",
-            limited(rate="2 per 2 seconds", strategy="fixed-window", close_after=2),
+            mounted(mounting, rate="2 per 2 seconds", strategy="fixed-window", close_after=2),
         ),
-        WebSocketRoute("/shared-a", limited(rate="3/minute", storage=shared)),
-        WebSocketRoute("/shared-b", limited(rate="3/minute", storage=shared)),
-        WebSocketRoute("/counting", limited(rate="30/minute", storage=counting)),
-        WebSocketRoute("/broken", limited(rate="1/minute", storage=BrokenStorage())),
-        WebSocketRoute("/statless", limited(rate="1/minute", storage=StatlessStorage())),
-        WebSocketRoute("/anonymous", RateLimitMiddleware(echo, rate="2/minute")),
-        WebSocketRoute("/custom", RateLimitMiddleware(echo, rate="30/minute", key=by_path)),
-        WebSocketRoute("/jsonrpc", JsonRpc(limited(rate="1/minute"))),
-        Route("/health", RateLimitMiddleware(PlainTextResponse("ok"), rate="1/minute")),
+        WebSocketRoute("/shared-a", shared_a),
+        WebSocketRoute("/shared-b", shared_b),
+        WebSocketRoute("/anonymous", mounted(mounting, rate="2/minute", authenticated=False)),
+        WebSocketRoute("/jsonrpc", JsonRpc(mounted(mounting, rate="1/minute"))),
+        Route("/health", mounted(mounting, PlainTextResponse("ok"), rate="1/minute")),
     ]
+    if mounting == "alone":  # what a gate does not expose: storage objects and keys
+        routes += [
+            WebSocketRoute("/counting", limited(rate="30/minute", storage=counting)),
+            WebSocketRoute("/broken", limited(rate="1/minute", storage=BrokenStorage())),
+            WebSocketRoute("/statless", limited(rate="1/minute", storage=StatlessStorage())),
+            WebSocketRoute("/custom", RateLimitMiddleware(echo, rate="30/minute", key=by_path)),
+        ]
     with LiveServer(Starlette(routes=routes)) as live:
         yield live
 
@@ -268,6 +312,7 @@ async def test_middlewares_sharing_a_storage_share_the_budget(server: LiveServer
         assert kinds(await send_all(b, range(2, 4))) == ["echo", "error"]
 
 
+@alone_only
 async def test_one_hit_per_message_and_no_window_reads_when_under_the_limit(
     server: LiveServer,
 ) -> None:
@@ -277,6 +322,7 @@ async def test_one_hit_per_message_and_no_window_reads_when_under_the_limit(
     assert (counting.hits - before[0], counting.window_reads - before[1]) == (10, 0)
 
 
+@alone_only
 async def test_the_key_is_computed_once_per_connection(server: LiveServer) -> None:
     keys_computed.clear()
     async with WSClient(server.ws("/custom")) as ws:
@@ -305,6 +351,7 @@ def test_keys_are_namespaced_by_kind() -> None:
     assert custom.key_of(user) == "wsgate:rate:key:tenant-1"
 
 
+@alone_only
 async def test_a_failing_storage_lets_messages_through_and_warns_once(
     server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -319,6 +366,7 @@ async def test_a_failing_storage_lets_messages_through_and_warns_once(
     assert "messages pass unlimited" in warnings[0].getMessage()
 
 
+@alone_only
 async def test_without_window_statistics_retry_after_is_a_whole_window(
     server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:

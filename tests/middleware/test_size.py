@@ -11,9 +11,12 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute, websocket_session
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
+from tests.middleware.mounting import Mounting, gate
 from wsgate import ConfigurationError
+from wsgate._choices import SizePolicy
 from wsgate.middleware.size import MessageSizeMiddleware
 from wsgate.testing import LiveServer, WSClient
 
@@ -52,21 +55,31 @@ async def echo(websocket: WebSocket) -> None:
         app_done.set()
 
 
-def app() -> Starlette:
+def sized(
+    mounting: Mounting, app: ASGIApp, *, max_bytes: int = LIMIT, policy: SizePolicy = "refuse"
+) -> ASGIApp:
+    """``app`` behind the size check: the middleware alone, or inside a gate."""
+    if mounting == "alone":
+        return MessageSizeMiddleware(app, max_bytes=max_bytes, policy=policy)
+    gated = gate(max_message_bytes=max_bytes, message_size_policy=policy)
+    return gated.wrap(app, protocol=None, dev_bypass=True)
+
+
+def app(mounting: Mounting) -> Starlette:
     return Starlette(
         routes=[
-            WebSocketRoute("/ws", MessageSizeMiddleware(echo)),
-            WebSocketRoute("/close", MessageSizeMiddleware(echo, policy="close")),
-            WebSocketRoute("/tiny", MessageSizeMiddleware(echo, max_bytes=1)),
-            Route("/health", MessageSizeMiddleware(PlainTextResponse("ok"))),
+            WebSocketRoute("/ws", sized(mounting, echo)),
+            WebSocketRoute("/close", sized(mounting, echo, policy="close")),
+            WebSocketRoute("/tiny", sized(mounting, echo, max_bytes=1)),
+            Route("/health", sized(mounting, PlainTextResponse("ok"))),
         ]
     )
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LiveServer]:
+def server(mounting: Mounting) -> Iterator[LiveServer]:
     # The server's own cap: a small multiple of the gate's limit, as the docs recommend.
-    with LiveServer(app(), ws_max_size=4 * LIMIT) as live:
+    with LiveServer(app(mounting), ws_max_size=4 * LIMIT) as live:
         yield live
 
 
