@@ -69,7 +69,7 @@ INVALID: Final = _Marker("INVALID")
 """What :func:`decoded` returns for text that is not valid JSON."""
 NOT_TEXT: Final = _Marker("NOT_TEXT")
 """What :func:`decoded` returns for a binary frame."""
-_UNPARSED: Final = _Marker("UNPARSED")
+UNPARSED: Final = _Marker("UNPARSED")
 
 
 def decoded(message: Message) -> Any:
@@ -78,8 +78,8 @@ def decoded(message: Message) -> Any:
     Returns :data:`INVALID` for text that is not JSON (orjson refuses NaN, Infinity, lone
     surrogates and nesting beyond 1024 levels), and :data:`NOT_TEXT` for a binary frame.
     """
-    value: Any = message.get(PARSED_KEY, _UNPARSED)  # no KeyError raised on the first call
-    if value is not _UNPARSED:
+    value: Any = message.get(PARSED_KEY, UNPARSED)  # no KeyError raised on the first call
+    if value is not UNPARSED:
         return value
     text = message.get("text")
     if text is None:

@@ -248,6 +248,9 @@ class Engine:
         self._messages = self._hooks("message")
         self._sent = self._hooks("sent")
         self._ends = self._hooks("end")
+        self._watches = metrics is not None or any(
+            (self._opening, self._accepted, self._serving, self._messages, self._sent, self._ends)
+        )
 
     def _hooks(self, hook: str) -> tuple[tuple[int, Any], ...]:
         """``(index, bound hook)`` of the checks that define ``hook``, in order."""
@@ -260,6 +263,13 @@ class Engine:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
+            return
+        if not self._watches:
+            # Checks of the handshake only (the origin check, authentication): nothing of
+            # theirs stays on the connection, so neither does the engine.
+            onward = await self._pass_handshake(scope, receive, send)
+            if onward is not None:
+                await self.app(scope, receive, onward)
             return
         metrics = self.metrics
         record = None if metrics is None else metrics.open(scope)
@@ -286,6 +296,11 @@ class Engine:
         A refusal neither opens nor closes the metrics' connection, so the hooks get the
         server's own ``receive`` and ``send``.
         """
+        onward = await self._pass_handshake(scope, receive, send)
+        return None if onward is None else _Flow(self, scope, receive, onward, record)
+
+    async def _pass_handshake(self, scope: Scope, receive: Receive, send: Send) -> Send | None:
+        """Run the handshake hooks: the ``send`` to go on with, or None when one refused."""
         if self.send_timeout is not ...:
             scope[SEND_TIMEOUT_KEY] = self.send_timeout
         # The token leaves the scope before any check can answer: the server's access line
@@ -298,7 +313,7 @@ class Engine:
             if onward is None:
                 return None
             send = onward
-        return _Flow(self, scope, receive, send, record)
+        return send
 
 
 class _Flow:
@@ -342,7 +357,7 @@ class _Flow:
         states: list[Any] = [connection] * len(engine.checks)
         for index, check in engine._opening:
             states[index] = check.open(connection)
-        self.states = states
+        self.states = tuple(states)  # a tuple holds them in one object, a list in two
         self.waiting = bool(engine._accepted)  # for the app's accept
         self.unserved = bool(engine._serving)  # until the app serves the accepted connection
 
@@ -455,18 +470,15 @@ class _Flow:
                 await result
 
 
-class CheckMiddleware(Check):
+class CheckMiddleware(Check, Engine):
     """A check that is also a pure ASGI middleware: used alone, ``XxxMiddleware(app, ...)``
     is an :class:`Engine` with that one check in front of ``app``.
 
-    Subclasses set ``self.app`` in their ``__init__``.
+    A subclass sets its options in ``__init__``, then calls :meth:`_alone` with the app. The
+    middleware is its own engine, so that a connection through it holds the engine's frame
+    only.
     """
 
-    app: ASGIApp
-    _engine: Engine | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        engine = self._engine
-        if engine is None:
-            engine = self._engine = Engine(self.app, (self,))
-        await engine(scope, receive, send)
+    def _alone(self, app: ASGIApp) -> None:
+        """Become the engine of this one check, in front of ``app``."""
+        Engine.__init__(self, app, (self,))

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -62,7 +63,7 @@ class Lifecycle:
 
     The middleware's :meth:`~wsgate.HeartbeatMiddleware.open` hook makes one for each
     connection, and its other hooks, run by the engine alone or in a :class:`~wsgate.Gate`,
-    call :meth:`start` at the app's accept, :meth:`seen` and :meth:`answered` for each message
+    call :meth:`start` at the app's accept, :meth:`message` for each message
     from the client, and :meth:`stop` at the end.
     """
 
@@ -106,9 +107,9 @@ class Lifecycle:
 
     # The hot path: once per message.
 
-    def seen(self, message: Message) -> str | None:
-        """Note a client message; return ``"ping"``, ``"pong"`` or ``"auth"`` when it is a
-        frame for this layer, None when it is for the app."""
+    def message(self, message: Message) -> Awaitable[Verdict] | None:
+        """Note a client message: None when it is for the app; else it is a ping, a pong or
+        a token refresh for this layer, and the answer to await."""
         now = self.loop.time()
         self.last_seen = now
         value = decoded(message)
@@ -116,30 +117,30 @@ class Lifecycle:
             if self.connection.protocol == "json":
                 kind = value.get("type")
                 if isinstance(kind, str) and kind in _JSON_FRAMES and _well_formed(value):
-                    return kind
+                    return self.answered(kind, value)
             else:
                 method = value.get("method")
                 if method is None:  # a response: to the gate's ping, or to an app request
                     answered = value.get("id")
                     if isinstance(answered, str) and answered.startswith(PING_ID_PREFIX):
-                        return "pong"
+                        return self.answered("pong", value)
                 elif (
                     isinstance(method, str)
                     and method in _RPC_METHODS
                     and value.get("jsonrpc") == "2.0"
                     and _well_formed(value)
                 ):
-                    return _RPC_METHODS[method]
+                    return self.answered(_RPC_METHODS[method], value)
         self.last_active = now
         return None
 
     async def answered(self, frame: str, value: dict[str, Any]) -> Verdict:
-        """Answer a frame :meth:`seen` kept from the app, which does not get it."""
+        """Answer a frame :meth:`message` kept from the app, which does not get it."""
         await self.answer(frame, value)
         return DROP
 
     async def answer(self, frame: str, value: dict[str, Any]) -> None:
-        """Answer a frame :meth:`seen` kept from the app."""
+        """Answer a frame :meth:`message` kept from the app."""
         if frame == "pong":
             # Any message proves the client alive, but only a pong moves the next ping
             # forward, so that pings stay an interval apart when timeout > interval.

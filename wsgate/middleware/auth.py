@@ -86,7 +86,6 @@ class AuthMiddleware(CheckMiddleware):
         user_param: str | None = "user_id",
         reject_before_accept: bool = False,
     ) -> None:
-        self.app = app
         self.environment = parse_environment(environment)
         production = self.environment is Environment.PRODUCTION
         if production and dev_bypass:
@@ -120,6 +119,7 @@ class AuthMiddleware(CheckMiddleware):
         self.secret_query_param = query_param
         self.user_param = user_param
         self.reject_before_accept = reject_before_accept
+        self._alone(app)
 
     async def _screen(
         self, scope: Scope, receive: Receive, send: Send, query: bytes

@@ -68,7 +68,6 @@ class ConnectionLimitMiddleware(CheckMiddleware):
         registry: Registry | None = None,
         key: Callable[[Scope], str] | None = None,
     ) -> None:
-        self.app = app
         self.max_per_user = _options.count("max_per_user", max_per_user)
         _options.choice("policy", policy, POLICIES)
         self.policy: Policy = policy
@@ -88,6 +87,7 @@ class ConnectionLimitMiddleware(CheckMiddleware):
                 f"key must be a function of the scope that returns a string, not {key!r}."
             )
         self.key = key
+        self._alone(app)
 
     # The hooks, in the order a connection meets them.
 

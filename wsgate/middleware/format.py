@@ -25,6 +25,7 @@ from wsgate.connection import (
     NOT_TEXT,
     PARSED_KEY,
     REJECTED_KEY,
+    UNPARSED,
     Connection,
     decoded,
     message_id,
@@ -130,7 +131,6 @@ class FormatMiddleware(CheckMiddleware):
         json_endpoint: str | None = None,
         jsonrpc_endpoint: str | None = None,
     ) -> None:
-        self.app = app
         checked = _options.choice("protocol", protocol, PROTOCOLS)
         self.protocol: Protocol = "jsonrpc" if checked == "jsonrpc" else "json"
         declared = getattr(app, "protocol", None)
@@ -165,6 +165,7 @@ class FormatMiddleware(CheckMiddleware):
             if json_endpoint
             else 'plain JSON messages {"type": ...} to the server\'s JSON endpoint.'
         )
+        self._alone(app)
 
     # The hooks, in the order a connection meets them.
 
@@ -173,26 +174,30 @@ class FormatMiddleware(CheckMiddleware):
         self.start(connection, connection.scope)
         return connection
 
-    def message(self, state: Connection, message: Message) -> Awaitable[Verdict] | None:
-        """Check one message: None to pass it on, else its error frame to await."""
-        answer = self.check(state, state.scope, message)
-        return None if answer is None else _dropped(answer)
-
     def start(self, connection: Connection, scope: Scope) -> None:
         """Record the endpoint's format for a new connection, before any message flows."""
         connection.protocol = self.protocol
         scope[FORMAT_KEY] = self.protocol
 
-    def check(
-        self, connection: Connection, scope: Scope, message: Message
-    ) -> Coroutine[Any, Any, None] | None:
+    def message(self, state: Connection, message: Message) -> Awaitable[Verdict] | None:
         """Check one ``websocket.receive`` message, at once: None to pass it on; else the
         answer to await, an error frame, and the message goes no further."""
-        value = decoded(message)
+        connection = state
+        # The heartbeat has parsed it already, in the gate: found in line, without a call.
+        value = message.get(PARSED_KEY, UNPARSED)
+        if value is UNPARSED:
+            value = decoded(message)
         text = message.get("text")
-        if text is not None and len(text) >= self._shallow and self._too_deep(text, value):
+        # Counting brackets is C-fast and rules out almost every message; strings holding
+        # brackets only cost the walk, never a wrong answer.
+        if (
+            text is not None
+            and len(text) >= self._shallow
+            and text.count("[") + text.count("{") > self.max_depth
+            and self._too_deep(value)
+        ):
             if self._is_legacy(value):
-                self._speaks_legacy(connection, scope)  # answered in the client's shape
+                self._speaks_legacy(connection, connection.scope)  # in the client's shape
             return _quietly(
                 connection.send_error(
                     INVALID_MESSAGE,
@@ -212,7 +217,7 @@ class FormatMiddleware(CheckMiddleware):
                     and "jsonrpc" not in value
                 ):
                     return None
-            problem = self._json_problem(connection, scope, message, value)
+            problem = self._json_problem(connection, connection.scope, message, value)
         elif isinstance(value, list):
             return self._check_batch(connection, message, value)
         else:
@@ -226,7 +231,7 @@ class FormatMiddleware(CheckMiddleware):
     async def admit(self, connection: Connection, scope: Scope, message: Message) -> bool:
         """Check one ``websocket.receive`` message: True to pass it on, False when it was
         answered with an error here."""
-        answer = self.check(connection, scope, message)
+        answer = self.message(connection, message)
         if answer is None:
             return True
         await answer
@@ -290,7 +295,7 @@ class FormatMiddleware(CheckMiddleware):
 
     def _check_batch(
         self, connection: Connection, message: Message, batch: list[Any]
-    ) -> Coroutine[Any, Any, None] | None:
+    ) -> Awaitable[Verdict] | None:
         if not batch:
             return _quietly(
                 connection.send_error(
@@ -385,15 +390,11 @@ class FormatMiddleware(CheckMiddleware):
         connection.legacy = True
         scope[FORMAT_KEY] = "legacy"
 
-    def _too_deep(self, text: str, value: Any) -> bool:
-        """Whether ``value``, parsed from ``text``, nests deeper than ``max_depth``."""
-        # Counting brackets is C-fast and rules out almost every message; strings holding
-        # brackets only cost the walk below, never a wrong answer.
+    def _too_deep(self, value: Any) -> bool:
+        """Whether ``value`` nests deeper than ``max_depth``."""
         limit = self.max_depth
         if type(value) is not dict and type(value) is not list:
             return False  # a scalar, or text that is not JSON at all
-        if text.count("[") + text.count("{") <= limit:
-            return False
         pending: list[tuple[Any, int]] = [(value, 1)]
         while pending:
             item, depth = pending.pop()
@@ -408,15 +409,12 @@ class FormatMiddleware(CheckMiddleware):
         return self.protocol == "jsonrpc" and error in _REQUEST_ERRORS
 
 
-async def _dropped(answer: Coroutine[Any, Any, None]) -> Verdict:
-    await answer
-    return DROP
-
-
-async def _quietly(answer: Coroutine[Any, Any, None]) -> None:
-    """Send an answer to a client that may have left; its next receive says so."""
+async def _quietly(answer: Coroutine[Any, Any, None]) -> Verdict:
+    """Send an answer to a client that may have left (its next receive says so); the message
+    it answers goes no further."""
     with contextlib.suppress(OSError):
         await answer
+    return DROP
 
 
 def _id_problem(value: dict[str, Any], shape: str) -> Problem | None:

@@ -61,7 +61,6 @@ class OriginMiddleware(CheckMiddleware):
         allow_any_origin: bool = False,
         environment: Environment | str = Environment.PRODUCTION,
     ) -> None:
-        self.app = app
         environment = parse_environment(environment)
         if isinstance(allow_origins, str):
             raise ConfigurationError(
@@ -82,6 +81,7 @@ class OriginMiddleware(CheckMiddleware):
             allow_origin_regex = [allow_origin_regex]
         self.patterns = tuple(_compile(pattern) for pattern in allow_origin_regex or ())
         self.allow_missing_origin = allow_missing_origin
+        self._alone(app)
 
     async def _screen(
         self, scope: Scope, receive: Receive, send: Send, query: bytes

@@ -123,7 +123,6 @@ class RateLimitMiddleware(CheckMiddleware):
         fallback: str | LocalStorage | None = None,
         max_batch: int = 50,
     ) -> None:
-        self.app = app
         self.rate = rate
         self.item = _options.rate("rate", rate)
         self.strategy = _options.choice("strategy", strategy, RATE_STRATEGIES)
@@ -181,6 +180,7 @@ class RateLimitMiddleware(CheckMiddleware):
         )
         # While the storage fails: when to try it again (0.0 while it works).
         self._retry_at = 0.0
+        self._alone(app)
 
     def key_of(self, scope: Scope) -> str:
         """The name of the budget a connection draws from, namespaced by kind."""

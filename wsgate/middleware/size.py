@@ -53,7 +53,6 @@ class MessageSizeMiddleware(CheckMiddleware):
         max_bytes: int = 8192,
         policy: SizePolicy = "refuse",
     ) -> None:
-        self.app = app
         self.max_bytes = _options.count("max_bytes", max_bytes, unit="bytes")
         # A text of at most this many characters is within the limit, whatever it holds.
         self._fits = self.max_bytes // 4
@@ -62,6 +61,7 @@ class MessageSizeMiddleware(CheckMiddleware):
             f"Messages may be at most {max_bytes} bytes (UTF-8 for text); this one was larger "
             "and was dropped."
         )
+        self._alone(app)
 
     def message(self, state: Connection, message: Message) -> Awaitable[Verdict] | None:
         """Pass a message within the limit; answer an oversized one as the policy says."""
