@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -248,6 +248,8 @@ class Engine:
         self._messages = self._hooks("message")
         self._sent = self._hooks("sent")
         self._ends = self._hooks("end")
+        # Whether a handshake has anything to do here (else it costs no coroutine).
+        self._screens = bool(self._handshakes or self._secret_params) or send_timeout is not ...
         self._watches = metrics is not None or any(
             (self._opening, self._accepted, self._serving, self._messages, self._sent, self._ends)
         )
@@ -267,7 +269,7 @@ class Engine:
         if not self._watches:
             # Checks of the handshake only (the origin check, authentication): nothing of
             # theirs stays on the connection, so neither does the engine.
-            onward = await self._pass_handshake(scope, receive, send)
+            onward = await self._handshake(scope, receive, send)
             if onward is not None:
                 await self.app(scope, receive, onward)
             return
@@ -275,12 +277,19 @@ class Engine:
         record = None if metrics is None else metrics.open(scope)
         failed = False
         try:
-            flow = await self._handshake(scope, receive, send, record)
-            if flow is not None:
+            # A refusal neither opens nor closes the metrics' connection, so the handshake
+            # hooks get the server's own receive and send.
+            onward = await self._handshake(scope, receive, send) if self._screens else send
+            if onward is not None:
+                flow = _Flow(self, scope, receive, onward, record)
                 try:
                     await self.app(scope, flow.receive, flow.send)
                 finally:
-                    await flow.end()
+                    if not flow.ended:  # else it ended at the client's disconnect
+                        flow.ended = True
+                        flow.waiting = flow.unserved = False
+                        if self._ends:
+                            await flow.end()
         except Exception:
             failed = True
             raise
@@ -288,18 +297,7 @@ class Engine:
             if metrics is not None and record is not None:
                 metrics.finish(scope, record, failed)
 
-    async def _handshake(
-        self, scope: Scope, receive: Receive, send: Send, record: ConnectionRecord | None
-    ) -> _Flow | None:
-        """Run the handshake hooks; the flow the app gets, or None when one refused.
-
-        A refusal neither opens nor closes the metrics' connection, so the hooks get the
-        server's own ``receive`` and ``send``.
-        """
-        onward = await self._pass_handshake(scope, receive, send)
-        return None if onward is None else _Flow(self, scope, receive, onward, record)
-
-    async def _pass_handshake(self, scope: Scope, receive: Receive, send: Send) -> Send | None:
+    async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> Send | None:
         """Run the handshake hooks: the ``send`` to go on with, or None when one refused."""
         if self.send_timeout is not ...:
             scope[SEND_TIMEOUT_KEY] = self.send_timeout
@@ -372,8 +370,12 @@ class _Flow:
             if message["type"] != "websocket.receive":
                 if record is not None:
                     record.receiving(message)
-                if message["type"] == "websocket.disconnect":
-                    await self.end()  # even if the app lingers after the client left
+                if message["type"] == "websocket.disconnect" and not self.ended:
+                    # Even if the app lingers after the client left.
+                    self.ended = True
+                    self.waiting = self.unserved = False
+                    if self.engine._ends:
+                        await self.end()
                 return message
             if record is not None:  # what record.receiving() does for a message, in line
                 record.received += 1
@@ -451,18 +453,17 @@ class _Flow:
 
     async def transmit(self, message: Message) -> None:
         """Where the connection's sends go, the checks' own included: counted, then out."""
-        record = cast("ConnectionRecord", self.record)  # transmit() is used with metrics only
+        record = self.record
+        if record is None:  # never: transmit() is used with metrics only
+            await self._send(message)
+            return
         counted = record.sending(message)
         await self._send(message)
         if counted:
             record.count_sent()
 
     async def end(self) -> None:
-        """End every check once, however the connection ended."""
-        if self.ended:
-            return
-        self.ended = True
-        self.waiting = self.unserved = False
+        """End every check; the caller sets ``ended`` first, so that it runs once."""
         states = self.states
         for index, hook in self.engine._ends:
             result = hook(states[index])

@@ -121,11 +121,6 @@ class AuthMiddleware(CheckMiddleware):
         self.reject_before_accept = reject_before_accept
         self._alone(app)
 
-    async def _screen(
-        self, scope: Scope, receive: Receive, send: Send, query: bytes
-    ) -> Send | None:
-        return await self.authenticate(scope, receive, send, query=query)
-
     async def authenticate(
         self, scope: Scope, receive: Receive, send: Send, *, query: bytes | None = None
     ) -> Send | None:
@@ -141,6 +136,11 @@ class AuthMiddleware(CheckMiddleware):
         """
         if query is None:
             query = scope.get("query_string", b"")
+        return await self._screen(scope, receive, send, query)
+
+    async def _screen(
+        self, scope: Scope, receive: Receive, send: Send, query: bytes
+    ) -> Send | None:
         handshake = self.extractor.extract(scope["headers"], scope.get("subprotocols", ()), query)
         if self.extractor.query_param is not None:
             redact_query(scope, self.extractor.query_param)

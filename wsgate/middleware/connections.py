@@ -8,7 +8,7 @@ and removed when the connection ends, however it ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 from starlette.types import ASGIApp, Scope
@@ -95,14 +95,10 @@ class ConnectionLimitMiddleware(CheckMiddleware):
         """The slot of a new connection: its key, and not counted yet."""
         return Slot(connection, self.key_of(connection.scope))
 
-    def serve(self, state: Slot) -> Awaitable[None]:
-        """The app serves the accepted connection: count it."""
-        return self.admit(state)
-
-    async def admit(self, slot: Slot) -> None:
+    async def admit(self, state: Slot) -> None:
         """Count the connection, closing whichever connections the limit pushes out."""
-        slot.counted = True
-        connection, key = slot.connection, slot.limit_key
+        state.counted = True
+        connection, key = state.connection, state.limit_key
         self.registry.local_connections[connection.id] = connection
         try:
             admission = await self.registry.add(
@@ -138,20 +134,16 @@ class ConnectionLimitMiddleware(CheckMiddleware):
                 self.policy,
             )
 
-    def end(self, state: Slot) -> Awaitable[None]:
-        """The connection ended: free its slot."""
-        return self.release(state)
-
-    async def release(self, slot: Slot) -> None:
-        """Free the connection's slot, however the connection ended."""
-        connection = slot.connection
+    async def release(self, state: Slot) -> None:
+        """Free the connection's state, however the connection ended."""
+        connection = state.connection
         local = self.registry.local_connections
         if local.get(connection.id) is connection:
             del local[connection.id]
-        if not slot.counted:
+        if not state.counted:
             return
         try:
-            await self.registry.remove(slot.limit_key, connection.id)
+            await self.registry.remove(state.limit_key, connection.id)
         except Exception as exc:
             logger.warning(
                 "the connection registry failed to forget %s (%s: %s)",
@@ -159,6 +151,10 @@ class ConnectionLimitMiddleware(CheckMiddleware):
                 type(exc).__name__,
                 exc,
             )
+
+    # The engine's hooks are these very methods: a connection pays for no call in between.
+    serve = admit  # the app serves the accepted connection: count it
+    end = release  # the connection ended: free its slot
 
     def key_of(self, scope: Scope) -> str:
         """The registry key a connection is counted under, namespaced by kind."""

@@ -86,18 +86,18 @@ class OriginMiddleware(CheckMiddleware):
     async def _screen(
         self, scope: Scope, receive: Receive, send: Send, query: bytes
     ) -> Send | None:
-        return send if await self.check(scope, receive, send) else None
+        headers = scope["headers"]
+        if self.is_allowed(headers):
+            return send
+        await close_codes.refuse(
+            scope, receive, send, close_codes.ORIGIN_NOT_ALLOWED, detail=_refused_origin(headers)
+        )
+        return None
 
     async def check(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Whether a websocket handshake may go on; when it may not, it has been refused
         with 403 ``origin_not_allowed``."""
-        headers = scope["headers"]
-        if self.is_allowed(headers):
-            return True
-        await close_codes.refuse(
-            scope, receive, send, close_codes.ORIGIN_NOT_ALLOWED, detail=_refused_origin(headers)
-        )
-        return False
+        return await self._screen(scope, receive, send, b"") is not None
 
     def is_allowed(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         """Whether a handshake with these raw headers may proceed."""
