@@ -28,11 +28,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.websockets import WebSocket
 
-from examples.store import DEFAULT_DATABASE_URL, ChatStore
+from examples.store import ChatSession, ChatStore, open_store
 from examples.web import web_routes
 from wsgate import (
     ErrorReply,
@@ -142,11 +141,11 @@ class ChatEndpoint(GatedEndpoint):
     """The JSON chat behind ``/ws``, ``/ws/secure``, ``/ws/{user_id}`` and ``/ws/v1/{user_id}``.
 
     ``say`` stores the message before broadcasting it and ``history`` reads the room's last
-    messages, each in a database session of its own (see :meth:`message_scope`).
+    messages, each in a chat-store session of its own (see :meth:`message_scope`).
     """
 
     protocol = "json"
-    session: AsyncSession
+    session: ChatSession
 
     @property
     def user(self) -> GateUser:
@@ -161,11 +160,11 @@ class ChatEndpoint(GatedEndpoint):
         self, websocket: WebSocket, message: Any
     ) -> AbstractAsyncContextManager[object]:
         if message.get("type") in ("say", "history"):
-            return self._database_session()
-        return contextlib.nullcontext()  # echo, whoami and join need no database
+            return self._store_session()
+        return contextlib.nullcontext()  # echo, whoami and join need no store
 
     @asynccontextmanager
-    async def _database_session(self) -> AsyncIterator[None]:
+    async def _store_session(self) -> AsyncIterator[None]:
         store: ChatStore = self.scope["app"].state.store
         async with store.session() as session:  # commit on success, rollback on error
             self.session = session
@@ -190,8 +189,7 @@ class ChatEndpoint(GatedEndpoint):
                 raise InvalidParams('say needs a string "text".')
             if websocket not in self.rooms.members.get(room, ()):
                 raise ErrorReply(INVALID_MESSAGE, f"Join room {room!r} before speaking in it.")
-            ChatStore.add(self.session, room, self.user.identity, text)
-            await self.session.flush()  # fail here, before anyone hears it
+            await self.session.add(room, self.user.identity, text)  # fails before it is heard
             await self.rooms.broadcast(
                 room, {"type": "said", "room": room, "from": self.user.identity, "text": text}
             )
@@ -201,7 +199,7 @@ class ChatEndpoint(GatedEndpoint):
             return {
                 "type": "history",
                 "room": room,
-                "payload": await ChatStore.history(self.session, room),
+                "payload": await self.session.history(room),
             }
         return await super().on_message(websocket, message)
 
@@ -259,10 +257,11 @@ def create_app(
         config: The gate's settings; by default read from the ``WSGATE_*`` environment.
         verifier: A verifier to use instead of the one the config describes.
         database_url: Where chat messages are stored; by default ``WSGATE_DATABASE_URL``,
-            else a SQLite file in the working directory.
+            else a SQLite file in the working directory, or memory when SQLAlchemy or
+            aiosqlite is not installed (see :func:`examples.store.open_store`).
     """
     gate = Gate(config or GateConfig.from_env(extra_variables=OWN_VARIABLES), verifier=verifier)
-    store = ChatStore(database_url or os.environ.get("WSGATE_DATABASE_URL") or DEFAULT_DATABASE_URL)
+    store = open_store(database_url or os.environ.get("WSGATE_DATABASE_URL"))
     open_in_development = gate.config.is_development
     hints = {"json_endpoint": "/ws", "jsonrpc_endpoint": "/ws/mcp"}
     chat = {"subprotocols": [CHAT_SUBPROTOCOL], **hints}

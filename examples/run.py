@@ -2,7 +2,8 @@
 
 Settings already in the environment win; otherwise this picks development defaults: a fresh
 random JWT secret, origins of localhost on the chosen port, and clients without an Origin let
-in. Nothing but Python and the package's own dependencies is needed.
+in. It needs uvicorn (the `server` extra); the chat history is kept in a SQLite file with
+the `examples` extra, which `make demo` installs, and in memory without it.
 
 `--workers N` serves with N uvicorn worker processes (`make demo-redis`). They must share their
 limits, so it needs `WSGATE_STORAGE=redis://...` and the `redis` extra.

@@ -1,10 +1,4 @@
-"""The example app's database: chat messages, stored with SQLAlchemy's async engine.
-
-SQLite (through aiosqlite) is the embedded default, so ``make demo`` needs nothing installed;
-any SQLAlchemy async URL works (``WSGATE_DATABASE_URL=postgresql+asyncpg://...``).
-Each chat message that needs the database gets its own session, opened by the endpoint's
-per-message scope: committed when the handler succeeds, rolled back when it fails.
-"""
+"""Chat history in a database, with SQLAlchemy's async engine (the ``examples`` extra)."""
 
 from __future__ import annotations
 
@@ -21,8 +15,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///wsgate-example.sqlite3"
 
 
 class Base(DeclarativeBase):
@@ -44,10 +36,10 @@ class ChatMessage(Base):
         return {"room": self.room, "from": self.sender, "text": self.text}
 
 
-class ChatStore:
-    """Chat history in a database. ``await start()`` creates the table; ``aclose()`` ends."""
+class SQLChatStore:
+    """Chat history in the database at ``url``. ``await start()`` creates the table."""
 
-    def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -60,28 +52,31 @@ class ChatStore:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(self) -> AsyncIterator[SQLChatSession]:
         """One unit of work: committed if the block succeeds, rolled back if it raises."""
         async with self.sessions() as session:
             try:
-                yield session
+                yield SQLChatSession(session)
             except BaseException:
                 await session.rollback()
                 raise
             await session.commit()
 
-    @staticmethod
-    def add(session: AsyncSession, room: str, sender: str, text: str) -> None:
-        session.add(ChatMessage(room=room, sender=sender, text=text))
 
-    @staticmethod
-    async def history(session: AsyncSession, room: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The last ``limit`` messages of ``room``, oldest first."""
+class SQLChatSession:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, room: str, sender: str, text: str) -> None:
+        self.session.add(ChatMessage(room=room, sender=sender, text=text))
+        await self.session.flush()  # fail here, before anyone hears it
+
+    async def history(self, room: str, limit: int = 20) -> list[dict[str, Any]]:
         query = (
             select(ChatMessage)
             .where(ChatMessage.room == room)
             .order_by(ChatMessage.id.desc())
             .limit(limit)
         )
-        rows = (await session.scalars(query)).all()
+        rows = (await self.session.scalars(query)).all()
         return [row.as_dict() for row in reversed(rows)]
