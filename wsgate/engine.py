@@ -127,7 +127,8 @@ class Check:
     def serve(self, state: Any) -> Awaitable[None] | None:
         """The app goes on to serve the accepted connection: its first receive, or its first
         send after the accept that is not a close (an accept closed at once is the app's
-        refusal and is never served)."""
+        refusal and is never served). An app that waits for a message before it accepts
+        (Quart's reader does) serves the connection from its accept."""
         return None
 
     def message(self, state: Any, message: Message) -> Verdict | Awaitable[Verdict]:
@@ -325,6 +326,7 @@ class _Flow:
         "ended",
         "engine",
         "onward",
+        "reading",
         "record",
         "scope",
         "states",
@@ -358,13 +360,19 @@ class _Flow:
         self.states = tuple(states)  # a tuple holds them in one object, a list in two
         self.waiting = bool(engine._accepted)  # for the app's accept
         self.unserved = bool(engine._serving)  # until the app serves the accepted connection
+        self.reading = False  # whether the app waits for a message before its accept
 
     async def receive(self) -> Message:
         """The app's ``receive``: the next message that passes every check."""
         # Few locals on purpose: this frame stays suspended on every idle connection.
         while True:
-            if self.unserved and self.connection.accepted:
-                await self._serve()
+            if self.unserved:
+                if self.connection.accepted:
+                    await self._serve()
+                else:
+                    # The app reads before it accepts (Quart does, in a task of its own): it
+                    # serves the connection from its accept.
+                    self.reading = True
             message = await self._receive()
             record = self.record
             if message["type"] != "websocket.receive":
@@ -435,6 +443,8 @@ class _Flow:
             states = self.states
             for index, hook in self.engine._accepted:
                 hook(states[index])
+        if self.unserved and self.reading and message["type"] == "websocket.accept":
+            await self._serve()
         if self.engine._sent:
             self._after(message)
 

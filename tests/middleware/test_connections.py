@@ -164,6 +164,27 @@ class Spied:
         await self.app(scope, receive, send_message)
 
 
+async def reads_first(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads in a task of its own from before its accept, as Quart does, then stays idle."""
+    messages: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def reader() -> None:
+        while True:
+            message = await receive()
+            messages.put_nowait(message)  # and at once the next receive, before the accept
+            if message["type"] == "websocket.disconnect":
+                return
+
+    task = asyncio.create_task(reader())
+    try:
+        assert (await messages.get())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (await messages.get())["type"] != "websocket.disconnect":
+            pass
+    finally:
+        task.cancel()
+
+
 @dataclass
 class Harness:
     server: LiveServer
@@ -235,6 +256,7 @@ def build(
             WebSocketRoute("/deny", guarded(deny)),
             WebSocketRoute("/refused-inside", guarded(RefuseInside(serve))),
             WebSocketRoute("/stubborn", guarded(stubborn)),
+            WebSocketRoute("/reads-first", guarded(reads_first)),
         ]
     )
 
@@ -296,6 +318,26 @@ async def test_evict_oldest_closes_the_users_oldest_connection(harness: Harness)
         await client.close()
     await eventually(harness.registry.total, 0)
     await eventually(lambda: local_count(harness), 0)
+
+
+async def test_an_app_that_reads_before_its_accept_is_counted_from_the_accept(
+    harness: Harness,
+) -> None:
+    """Quart's reader waits for a message before the handler accepts: an idle connection of
+    such an app is counted all the same, and the fourth evicts the first."""
+    clients = []
+    for held in range(1, 4):
+        client = harness.client("/reads-first")
+        await client.connect()
+        clients.append(client)
+        await eventually(lambda: harness.registry.count(user_key("alice")), held)
+    newest = harness.client("/reads-first")
+    await newest.connect()
+    assert await clients[0].wait_closed(timeout=5) == LIMITED
+    assert await harness.registry.count(user_key("alice")) == 3
+    for client in (*clients[1:], newest):
+        await client.close()
+    await eventually(harness.registry.total, 0)
 
 
 async def test_reject_new_closes_the_new_connection(harness: Harness) -> None:

@@ -37,7 +37,8 @@ class ConnectionLimitMiddleware(CheckMiddleware):
     browser can read the code; the connections already open stay.
 
     A connection counts from the moment the app has accepted it and goes on to serve it (its
-    next send or receive). A connection the app or an inner layer refuses, before accept or
+    next send or receive; from the accept itself when the app was already waiting for a
+    message, as Quart's reader is). A connection the app or an inner layer refuses, before accept or
     by closing right after it, never takes a slot and never evicts anyone. The slot is freed
     when the connection ends, however it ends.
 
