@@ -333,6 +333,60 @@ def test_a_jwks_url_with_hmac_algorithms_is_refused() -> None:
         Gate(GateConfig(jwt_jwks_url="https://idp.example/jwks"))
 
 
+# A secrets file
+
+
+def test_the_secrets_file_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "secrets"
+    path.write_text(f"{SECRET}\n")
+    config = GateConfig.from_env({**OPEN, "WSGATE_JWT_SECRETS_FILE": f" {path} "})
+    assert config.jwt_secrets_file == path
+    assert GateConfig.variables()["WSGATE_JWT_SECRETS_FILE"] == "jwt_secrets_file"
+    assert SECRET not in repr(config)
+    assert isinstance(Gate(config).verifier, JWTVerifier)
+    off = GateConfig.from_env({**OPEN, "WSGATE_JWT_SECRETS_FILE": "off"})
+    assert off.jwt_secrets_file is None
+    in_code = GateConfig(jwt_secrets_file=str(path))  # type: ignore[arg-type]
+    assert in_code.jwt_secrets_file == path
+
+
+def test_a_misspelt_secrets_file_variable_names_the_right_one() -> None:
+    with pytest.raises(ConfigurationError, match=r"did you mean WSGATE_JWT_SECRETS_FILE\?"):
+        GateConfig.from_env({**OPEN, "WSGATE_JWT_SECRET_FILE": "/etc/wsgate/secrets"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"jwt_public_key": "PEM"}, "not ['secrets_file', 'public_key']"),
+        ({"jwt_jwks": {"keys": []}}, "not ['secrets_file', 'jwks']"),
+        ({"jwt_jwks_url": "https://idp.example/jwks"}, "not ['secrets_file', 'jwks']"),
+        ({"auth_url": "http://127.0.0.1:9/introspect"}, "choose remote or local"),
+    ],
+)
+def test_the_secrets_file_is_one_key_source_among_the_others(
+    tmp_path: Path, settings: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "secrets"
+    path.write_text(f"{SECRET}\n")
+    config = GateConfig(jwt_secrets_file=path, **settings)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        Gate(config)
+
+
+def test_the_secrets_file_needs_hmac_algorithms(tmp_path: Path) -> None:
+    path = tmp_path / "secrets"
+    path.write_text(f"{SECRET}\n")
+    config = GateConfig(jwt_secrets_file=path, jwt_algorithms=["RS256"])
+    with pytest.raises(ConfigurationError, match="need public_key= or jwks=, not secrets_file="):
+        Gate(config)
+
+
+def test_a_production_gate_without_a_key_names_the_secrets_file() -> None:
+    with pytest.raises(ConfigurationError, match="WSGATE_JWT_SECRETS_FILE"):
+        Gate(GateConfig())
+
+
 # Typing
 
 

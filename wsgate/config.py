@@ -62,6 +62,11 @@ class GateConfig:
     """Several HMAC secrets, the newest first, each at least 32 bytes: a token signed with any
     of them verifies. Instead of ``jwt_secret``, to rotate a secret. Env:
     ``WSGATE_JWT_SECRETS`` (comma-separated)."""
+    jwt_secrets_file: Path | None = None
+    """A file of HMAC secrets, one per line, the newest first (blank lines and ``#`` lines
+    do not count), each at least 32 bytes. Read at start-up, and again when it changes, so that
+    a secret rotates with no restart. Instead of ``jwt_secret`` and ``jwt_secrets``. Env:
+    ``WSGATE_JWT_SECRETS_FILE`` (the path)."""
     jwt_public_key: str | None = field(default=None, repr=False)
     """PEM public key text. Env: ``WSGATE_JWT_PUBLIC_KEY`` (a path to the PEM file)."""
     jwt_jwks: Mapping[str, Any] | None = field(default=None, repr=False)
@@ -197,6 +202,19 @@ class GateConfig:
                 "both jwt_secret (WSGATE_JWT_SECRET) and jwt_secrets (WSGATE_JWT_SECRETS) are "
                 "set; put every secret in jwt_secrets, the newest first, and unset jwt_secret."
             )
+        if isinstance(self.jwt_secrets_file, str):
+            set_(self, "jwt_secrets_file", Path(self.jwt_secrets_file))
+        if self.jwt_secrets_file is not None:
+            for name, given in [
+                ("jwt_secret", self.jwt_secret is not None),
+                ("jwt_secrets", bool(self.jwt_secrets)),
+            ]:
+                if given:
+                    raise ConfigurationError(
+                        f"both {name} ({_variable(name)}) and jwt_secrets_file "
+                        "(WSGATE_JWT_SECRETS_FILE) are set; put every secret in the file, one "
+                        f"per line, the newest first, and unset {name}."
+                    )
         for name in ("jwt_audience", "jwt_issuer"):
             if getattr(self, name) == "":
                 raise ConfigurationError(
@@ -284,6 +302,7 @@ class GateSettings(TypedDict, total=False):
     allow_any_origin: bool
     jwt_secret: str | None
     jwt_secrets: Sequence[str]
+    jwt_secrets_file: Path | None
     jwt_public_key: str | None
     jwt_jwks: Mapping[str, Any] | None
     jwt_jwks_url: str | None
@@ -369,6 +388,7 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "environment": str,
     "jwt_public_key": _read_text,
     "jwt_jwks": _read_json,
+    "jwt_secrets_file": Path,
 }
 """The variables that hold something else than the field's value: a path to read."""
 

@@ -405,7 +405,13 @@ def _protocol_of(app: object) -> Protocol:
 
 def _verifier_from(config: GateConfig) -> Verifier | None:
     secret = tuple(config.jwt_secrets) or config.jwt_secret
-    keys = [secret, config.jwt_public_key, config.jwt_jwks, config.jwt_jwks_url]
+    keys = [
+        secret,
+        config.jwt_secrets_file,
+        config.jwt_public_key,
+        config.jwt_jwks,
+        config.jwt_jwks_url,
+    ]
     if config.auth_url is not None:
         if any(key is not None for key in keys):
             raise ConfigurationError(
@@ -420,8 +426,8 @@ def _verifier_from(config: GateConfig) -> Verifier | None:
             return None  # development with only the bypass: offered tokens are refused
         raise ConfigurationError(
             "a production gate needs a way to verify tokens: set WSGATE_JWT_SECRET (at least "
-            "32 bytes), WSGATE_JWT_SECRETS, WSGATE_JWT_PUBLIC_KEY, WSGATE_JWT_JWKS_FILE, "
-            "WSGATE_JWT_JWKS_URL or WSGATE_AUTH_URL."
+            "32 bytes), WSGATE_JWT_SECRETS, WSGATE_JWT_SECRETS_FILE, WSGATE_JWT_PUBLIC_KEY, "
+            "WSGATE_JWT_JWKS_FILE, WSGATE_JWT_JWKS_URL or WSGATE_AUTH_URL."
         )
     jwks: Mapping[str, Any] | RemoteJWKS | None = config.jwt_jwks
     if config.jwt_jwks_url is not None:
@@ -434,6 +440,7 @@ def _verifier_from(config: GateConfig) -> Verifier | None:
     return JWTVerifier(
         algorithms=config.jwt_algorithms,
         secret=secret or None,
+        secrets_file=config.jwt_secrets_file,
         public_key=config.jwt_public_key,
         jwks=jwks,
         audience=config.jwt_audience,

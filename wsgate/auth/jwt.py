@@ -10,9 +10,10 @@ types for the time claims, and no exception escaping other than the documented o
 from __future__ import annotations
 
 import binascii
+import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from jose.backends.cryptography_backend import (
 from wsgate import _options
 from wsgate.auth.base import Identity, scopes_from_claims, timestamp
 from wsgate.auth.jwks import RemoteJWKS
+from wsgate.auth.secrets_file import SecretsFile
 from wsgate.exceptions import ConfigurationError, InvalidToken, TokenExpired
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -50,7 +52,7 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class JWTVerifier:
-    """Verify JWTs locally against shared secrets, a PEM public key or a JWKS.
+    """Verify JWTs locally against shared secrets, a file of them, a PEM public key or a JWKS.
 
     Args:
         algorithms: The accepted ``alg`` values, e.g. ``["HS256"]`` or ``["RS256", "ES256"]``.
@@ -59,6 +61,11 @@ class JWTVerifier:
         secret: The shared secret for HS* algorithms, at least 32 bytes; or a list of them,
             the newest first, while a secret is rotated: a token signed with any of them
             verifies.
+        secrets_file: For HS* algorithms, the path of a file that holds the secrets, one per
+            line, the newest first (blank lines and lines starting with ``#`` do not count),
+            each at least 32 bytes. It is read at construction, and again when it changes
+            (os.stat, at most once per second, on the way of a token): a secret rotates with
+            no restart. A changed file that cannot be used changes nothing, and is logged.
         public_key: A PEM-encoded public key for RS*/ES* algorithms.
         jwks: For RS*/ES* algorithms, a JWKS document (``{"keys": [...]}``), or a
             :class:`~wsgate.RemoteJWKS` that fetches it from the identity provider's URL and
@@ -71,6 +78,8 @@ class JWTVerifier:
         require_exp: Refuse tokens without ``exp``. On by default; turn off only for tokens
             whose lifetime something else bounds.
         max_token_bytes: Longer tokens are refused before any decoding, in bytes.
+        clock: The monotonic clock, in seconds, that spaces the looks at ``secrets_file``;
+            a test gives its own to pass the second without waiting.
     """
 
     def __init__(
@@ -78,6 +87,7 @@ class JWTVerifier:
         *,
         algorithms: Sequence[str],
         secret: str | bytes | Sequence[str | bytes] | None = None,
+        secrets_file: str | os.PathLike[str] | None = None,
         public_key: str | bytes | None = None,
         jwks: Mapping[str, Any] | RemoteJWKS | None = None,
         # Claims
@@ -87,6 +97,8 @@ class JWTVerifier:
         # Limits
         leeway: float = 10.0,
         max_token_bytes: int = 8192,
+        # Testing
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.algorithms = _check_algorithms(algorithms)
         self.audience = audience
@@ -95,8 +107,14 @@ class JWTVerifier:
         self.leeway = _options.seconds("leeway", leeway)
         self.max_token_bytes = _options.count("max_token_bytes", max_token_bytes, unit="bytes")
         # Keys are built once: (kid, alg) -> key. kid None is the key for tokens without one.
-        self._keys = _build_keys(self.algorithms, secret, public_key, jwks)
+        self._keys = _build_keys(self.algorithms, secret, secrets_file, public_key, jwks)
         self._remote = jwks if isinstance(jwks, RemoteJWKS) else None
+        self._file: SecretsFile | None = None
+        if secrets_file is not None:
+            accepted = self.algorithms
+            self._file = SecretsFile(
+                secrets_file, build=lambda secrets: _hmac_keys(accepted, secrets), clock=clock
+            )
 
     async def verify(self, token: str) -> Identity:
         """Verify ``token``. Raises InvalidToken or TokenExpired, never anything else; with a
@@ -165,7 +183,8 @@ class JWTVerifier:
         kid, alg = self._kid_and_alg(header)
         if self._remote is not None:
             return self._remote.cached_key(kid, alg)
-        key = self._keys.get((kid, alg)) or self._keys.get((None, alg))
+        keys = self._keys if self._file is None else self._file.keys()
+        key = keys.get((kid, alg)) or keys.get((None, alg))
         if key is None:
             raise InvalidToken(f"no key with kid {kid!r} for alg {alg}")
         return key
@@ -231,28 +250,34 @@ def _check_algorithms(algorithms: Sequence[str]) -> frozenset[str]:
 def _build_keys(
     algorithms: frozenset[str],
     secret: str | bytes | Sequence[str | bytes] | None,
+    secrets_file: str | os.PathLike[str] | None,
     public_key: str | bytes | None,
     jwks: Mapping[str, Any] | RemoteJWKS | None,
 ) -> dict[tuple[str | None, str], Any]:
-    given = [
-        name
-        for name, value in [("secret", secret), ("public_key", public_key), ("jwks", jwks)]
-        if value is not None
+    sources = [
+        ("secret", secret),
+        ("secrets_file", secrets_file),
+        ("public_key", public_key),
+        ("jwks", jwks),
     ]
+    given = [name for name, value in sources if value is not None]
     if len(given) != 1:
         raise ConfigurationError(
-            f"give exactly one of secret=, public_key= or jwks=, not {given or 'none'}."
+            "give exactly one of secret=, secrets_file=, public_key= or jwks=, not "
+            f"{given or 'none'}."
         )
     if algorithms <= HMAC_ALGORITHMS:
-        if secret is None:
+        if secret is None and secrets_file is None:
             raise ConfigurationError(
                 f"algorithms {sorted(algorithms)} are HMAC and need secret=, not {given[0]}=."
             )
-        return {(None, alg): _hmac_key(secret, alg) for alg in algorithms}
-    if secret is not None:
+        if secret is None:
+            return {}  # read from the file, and again when it changes: see SecretsFile
+        return _hmac_keys(algorithms, secret)
+    if secret is not None or secrets_file is not None:
         raise ConfigurationError(
             f"algorithms {sorted(algorithms)} are public-key algorithms and need public_key= "
-            "or jwks=, not secret=."
+            f"or jwks=, not {given[0]}=."
         )
     if public_key is not None:
         return _pem_keys(algorithms, public_key)
@@ -260,6 +285,12 @@ def _build_keys(
         return {}  # fetched from its URL when tokens need them
     assert jwks is not None
     return _jwks_keys(algorithms, jwks)
+
+
+def _hmac_keys(
+    algorithms: frozenset[str], secret: str | bytes | Sequence[str | bytes]
+) -> dict[tuple[str | None, str], Any]:
+    return {(None, alg): _hmac_key(secret, alg) for alg in algorithms}
 
 
 def _hmac_key(secret: str | bytes | Sequence[str | bytes], alg: str) -> Any:
