@@ -163,3 +163,13 @@ async def test_any_handler_sends_an_error_frame_with_to_and_it_is_counted() -> N
     assert second["error"]["limit"] == 3
     assert "SECRET-PAYLOAD" not in str(ws.history[1].data) + str(ws.history[3].data)
     assert gate.stats()["endpoints"]["/raw"]["message_errors"] == {"invalid_params": 2}
+
+
+def test_a_copied_gate_is_the_same_gate() -> None:
+    """Litestar deep-copies a router's middleware: the copy must keep the one gate, with its
+    backend, metrics and endpoints, instead of starting a second."""
+    import copy
+
+    gate = Gate(GateConfig(jwt_secret=SECRET))
+    assert copy.copy(gate) is gate
+    assert copy.deepcopy({"middleware": [gate]})["middleware"][0] is gate

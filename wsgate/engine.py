@@ -360,20 +360,26 @@ class _Flow:
         self.states = tuple(states)  # a tuple holds them in one object, a list in two
         self.waiting = bool(engine._accepted)  # for the app's accept
         self.unserved = bool(engine._serving)  # until the app serves the accepted connection
-        self.reading = False  # whether the app waits for a message before its accept
+        self.reading = False  # whether the app is waiting for a message, before its accept
 
     async def receive(self) -> Message:
         """The app's ``receive``: the next message that passes every check."""
         # Few locals on purpose: this frame stays suspended on every idle connection.
         while True:
-            if self.unserved:
-                if self.connection.accepted:
-                    await self._serve()
-                else:
-                    # The app reads before it accepts (Quart does, in a task of its own): it
-                    # serves the connection from its accept.
-                    self.reading = True
-            message = await self._receive()
+            if not self.unserved:
+                message = await self._receive()
+            elif self.connection.accepted:
+                await self._serve()
+                message = await self._receive()
+            else:
+                # Waiting for a message before the accept: the handshake's connect, or an app
+                # that reads in a task of its own (Quart). Waiting when the accept goes out,
+                # the app serves the connection from its accept.
+                self.reading = True
+                try:
+                    message = await self._receive()
+                finally:
+                    self.reading = False
             record = self.record
             if message["type"] != "websocket.receive":
                 if record is not None:

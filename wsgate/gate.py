@@ -144,6 +144,15 @@ class Gate:
         self.metrics = metrics if metrics is not None else default_metrics(self.config)
         self._layers: list[object] = []
 
+    def __copy__(self) -> Gate:
+        # One gate holds the state its endpoints share (the backend, the metrics, the list
+        # of endpoints); a framework that copies its routes (Litestar deep-copies a router's
+        # middleware) must keep that one gate, not make a second.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Gate:
+        return self
+
     @classmethod
     def from_env(
         cls, *, extra_variables: Iterable[str] = (), **overrides: Unpack[GateSettings]

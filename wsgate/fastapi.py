@@ -1,0 +1,236 @@
+"""FastAPI support: the gate in front of one FastAPI websocket route, in one line.
+
+::
+
+    from wsgate.fastapi import GateUserDep, gated_websocket
+
+    @gated_websocket(router, "/ws/chat/{user_id}", gate=gate)
+    async def chat(websocket: WebSocket, user_id: str, user: GateUserDep) -> None: ...
+
+The handler is a FastAPI websocket function, with its ``WebSocket``, ``Depends`` and path
+parameters. Other routes of the router stay ungated.
+
+Why not ``@router.websocket`` and a gate on ``route.app``: FastAPI builds an
+``APIWebSocketRoute``'s app from its endpoint function, and builds it again, from that function
+alone, whenever the router is included (with a prefix or not), so a gate put on ``route.app``
+is dropped and the route is silently unprotected. What ``include_router`` keeps of a Starlette
+``WebSocketRoute`` is its endpoint, an ASGI app. So :func:`gated_websocket` adds one of those,
+whose endpoint is the gate in front of FastAPI's own app for the handler: the gate runs after
+routing (the path parameters are in the scope, so the ``{user_id}`` check works) and before
+FastAPI resolves any dependency.
+
+Importing this module imports FastAPI; ``import wsgate`` does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Final, TypeVar, cast
+from weakref import WeakKeyDictionary
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.params import Depends as DependsParam
+from fastapi.routing import APIWebSocketRoute
+from starlette.requests import HTTPConnection
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wsgate.auth.base import GateUser
+from wsgate.error_frames import Protocol
+from wsgate.exceptions import ConfigurationError, NoGateUser
+from wsgate.gate import Gate
+from wsgate.middleware.auth import AuthMiddleware
+
+__all__ = ["GateUserDep", "current_gate_user", "gated_websocket"]
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
+
+_STARTUP_CHECK: Final = "wsgate_startup_check"
+"""Marks a router's lifespan that already refuses a gate in front of the whole app."""
+
+
+def gated_websocket(
+    router: APIRouter | FastAPI,
+    path: str,
+    *,
+    gate: Gate,
+    name: str | None = None,
+    dependencies: Sequence[DependsParam] | None = None,
+    protocol: Protocol | None = "json",
+    **options: Any,
+) -> Callable[[_Handler], _Handler]:
+    """Declare a websocket route on ``router`` with ``gate`` in front of it, as
+    ``@router.websocket(path)`` would without the gate.
+
+    The route stays gated when the router is included in an app or in another router, with a
+    prefix or not. The handler gets FastAPI's ``WebSocket``, ``Depends`` (with the app's
+    ``dependency_overrides``) and path parameters, and the gate's user from
+    :data:`GateUserDep`. A path parameter named ``user_id`` must equal the token's subject,
+    or the connection is closed with 1008 ``user_mismatch``.
+
+    Refused with :class:`~wsgate.ConfigurationError`: a second websocket route for the same
+    path on the same router (at the decorator), and a gate in front of the whole app
+    (``app.add_middleware(gate.wrap)``, at start-up), since either would gate a connection
+    twice or leave it ungated.
+
+    Args:
+        router: The ``APIRouter`` (or ``FastAPI`` app) the route belongs to.
+        path: The route's path, after the router's own ``prefix``, as in
+            ``router.websocket``.
+        gate: The gate to put in front of the route.
+        name: The route's name for ``url_path_for``; the handler's name by default.
+        dependencies: Dependencies run for this route before the handler, as in
+            ``router.websocket``; the router's own ``dependencies`` run first.
+        protocol: The gate's message-format check: ``"json"`` (the default), ``"jsonrpc"``,
+            or None to pass every frame through unchecked.
+        options: :meth:`Gate.wrap <wsgate.Gate.wrap>`'s other keyword arguments:
+            ``dev_bypass``, ``subprotocols``, ``json_endpoint``, ``jsonrpc_endpoint``.
+    """
+    target = router.router if isinstance(router, FastAPI) else router
+    full_path = target.prefix + path
+
+    def decorator(handler: _Handler) -> _Handler:
+        _refuse_second_route(target, full_path)
+        route_name = name or getattr(handler, "__name__", None) or repr(handler)
+        fastapi_app = _FastAPIWebSocket(
+            APIWebSocketRoute(
+                full_path,
+                handler,
+                name=route_name,
+                dependencies=[*target.dependencies, *(dependencies or ())],
+                dependency_overrides_provider=target.dependency_overrides_provider,
+            )
+        )
+        engine = gate.wrap(fastapi_app, path=full_path, protocol=protocol, **options)
+        endpoint = _OneGate(engine, full_path)
+        # An ASGI app, which Starlette's WebSocketRoute takes as its endpoint.
+        target.add_websocket_route(full_path, cast(Any, endpoint), name=route_name)
+        _refuse_whole_app_gate_at_startup(target)
+        return handler
+
+    return decorator
+
+
+def current_gate_user(connection: HTTPConnection) -> GateUser:
+    """The FastAPI dependency behind :data:`GateUserDep`: the :class:`~wsgate.GateUser` the
+    gate authenticated.
+
+    Raises :class:`~wsgate.NoGateUser` when the route has no gate in front of it, which
+    fails the handshake with HTTP 500 and logs the reason.
+    """
+    user = connection.scope.get("user")
+    if not isinstance(user, GateUser):
+        raise NoGateUser(
+            f"{connection.scope.get('path', 'this route')} has no gate in front of it, so it "
+            "has no GateUser: declare it with wsgate.fastapi.gated_websocket(router, path, "
+            "gate=gate) instead of @router.websocket(path)."
+        )
+    return user
+
+
+GateUserDep = Annotated[GateUser, Depends(current_gate_user)]
+"""The gate's user, for a handler's signature: ``user: GateUserDep``."""
+
+
+class _FastAPIWebSocket:
+    """FastAPI's own app for a websocket handler, with the dependency overrides of the app
+    that serves it.
+
+    FastAPI gives a route of an included router the overrides of the app it is included in;
+    here that app is known only from the scope, so the route is built again for each app
+    that serves it (once: an app is served by a process, a test builds a few).
+    """
+
+    def __init__(self, route: APIWebSocketRoute) -> None:
+        self.route = route
+        self._per_app: WeakKeyDictionary[Any, ASGIApp] = WeakKeyDictionary()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope.get("app")
+        route = self.route
+        if not hasattr(app, "dependency_overrides"):
+            await route.app(scope, receive, send)  # served outside a FastAPI app
+            return
+        served = self._per_app.get(app)
+        if served is None:
+            served = APIWebSocketRoute(
+                route.path,
+                route.endpoint,
+                name=route.name,
+                dependencies=route.dependencies,
+                dependency_overrides_provider=app,
+            ).app
+            self._per_app[app] = served
+        await served(scope, receive, send)
+
+
+class _OneGate:
+    """The gated route's endpoint: refuses a connection some other gate already
+    authenticated, which would be checked and counted twice."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and isinstance(scope.get("user"), GateUser):
+            raise ConfigurationError(
+                f"{self.path} is gated twice: a gate in front of the whole app or of a mount "
+                "(gate.wrap, AuthMiddleware) authenticated the connection already, and "
+                "gated_websocket() gates the route again. Remove the outer gate; "
+                "gated_websocket() gates each route it declares."
+            )
+        await self.app(scope, receive, send)
+
+
+def _refuse_second_route(router: APIRouter, path: str) -> None:
+    for route in router.routes:
+        if isinstance(route, WebSocketRoute) and route.path == path:
+            kind = "a gated" if isinstance(route.endpoint, _OneGate) else "an ungated"
+            raise ConfigurationError(
+                f"{path} already has {kind} websocket route on this router: a second one "
+                "would gate it twice, or leave an ungated route in front of the gated one. "
+                "Declare each websocket path once, with gated_websocket() alone."
+            )
+
+
+def _refuse_whole_app_gate_at_startup(router: APIRouter) -> None:
+    """Make ``router``'s lifespan refuse, at start-up, an app with a gate in front of it all.
+
+    A router's lifespan runs at the start-up of the app it is included in (FastAPI merges
+    it), and is the first point where that app's middleware is known.
+    """
+    lifespan = router.lifespan_context
+    if getattr(lifespan, _STARTUP_CHECK, False):
+        return
+
+    @asynccontextmanager
+    async def refusing_whole_app_gate(app: Any) -> AsyncIterator[Any]:
+        for middleware in getattr(app, "user_middleware", ()):
+            if _is_gate(middleware.cls):
+                raise ConfigurationError(
+                    f"the app has {_describe(middleware.cls)} in front of it as a whole, and "
+                    "gated_websocket() gates its routes again: their connections would be "
+                    "authenticated and counted twice. Remove the middleware; "
+                    "gated_websocket() gates each route it declares, and leaves the others "
+                    "ungated."
+                )
+        async with lifespan(app) as state:
+            yield state
+
+    setattr(refusing_whole_app_gate, _STARTUP_CHECK, True)
+    router.lifespan_context = refusing_whole_app_gate
+
+
+def _is_gate(factory: object) -> bool:
+    """Whether a middleware factory authenticates: ``gate.wrap`` or an AuthMiddleware."""
+    if isinstance(getattr(factory, "__self__", None), Gate):
+        return True
+    return isinstance(factory, type) and issubclass(factory, AuthMiddleware)
+
+
+def _describe(factory: object) -> str:
+    if isinstance(getattr(factory, "__self__", None), Gate):
+        return "gate.wrap"
+    return getattr(factory, "__name__", repr(factory))
