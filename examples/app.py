@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import traceback
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from examples.store import ChatSession, ChatStore, open_store
@@ -298,11 +300,31 @@ def create_app(
     return app
 
 
-def __getattr__(name: str) -> Any:
-    # `uvicorn examples.app:app` reads the environment only when it asks for `app`, so
-    # importing this module (create_app, in tests) has no side effects.
-    if name == "app":
-        application = create_app()
-        globals()["app"] = application
-        return application
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+class _AppFromEnvironment:
+    """``examples.app:app``: the example app, built from the environment at its first call.
+
+    A plain module attribute, so that every server finds it (Hypercorn evaluates the name in
+    the module's namespace, where a module ``__getattr__`` is never asked), and importing the
+    module (``create_app``, in tests) still reads no environment. A configuration mistake
+    answers the lifespan startup with ``lifespan.startup.failed`` and the error, so the server
+    exits with it at start-up even when it only tries lifespan (uvicorn's ``auto``).
+    """
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            try:
+                self._app = create_app()
+            except Exception as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                await receive()  # lifespan.startup
+                message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                await send({"type": "lifespan.startup.failed", "message": message})
+                return
+        await self._app(scope, receive, send)
+
+
+app = _AppFromEnvironment()

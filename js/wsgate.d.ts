@@ -75,7 +75,7 @@ export interface CloseCodeRow {
 export declare const CLOSE_CODES: Readonly<Record<CloseReason, CloseCodeRow>>;
 
 /** Close codes a browser can see without a wsgate reason. */
-export type OtherCode = 1000 | 1001 | 1006 | 1009 | 1011 | 1012 | 1013 | 1014;
+export type OtherCode = 1000 | 1001 | 1006 | 1009 | 1011 | 1012 | 1013 | 1014 | 4108 | 4109 | 4111 | 4113;
 
 /** Close codes a browser can see without a wsgate reason, by code. */
 export declare const OTHER_CODES: Readonly<

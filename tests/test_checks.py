@@ -823,3 +823,16 @@ async def test_an_engine_runs_a_check_in_front_of_any_app() -> None:
         with pytest.raises(HandshakeRejected) as refused:
             await WSClient(server.ws("/ws")).connect()
         assert (refused.value.status, refused.value.json()) == (503, {"error": "maintenance"})
+
+
+async def test_a_connection_through_two_gates_is_refused_with_both_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A gate on the whole app and another on a route would authenticate, limit and count
+    the connection twice: the handshake fails, and the log says which gates to fix."""
+    gate = Gate(GateConfig(jwt_secret=SECRET, allowed_origins=(ORIGIN,)))
+    inner = Starlette(routes=[gate.route("/ws", websocket_session(one_answer))])
+    with LiveServer(gate.wrap(inner)) as server, pytest.raises(HandshakeRejected) as refused:
+        await WSClient(server.ws("/ws"), origin=ORIGIN, token=tokens.valid("ann")).connect()
+    assert refused.value.status == 500
+    assert "goes through two gates, the gate of '*' and the gate of '/ws'" in caplog.text

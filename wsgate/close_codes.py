@@ -11,11 +11,19 @@ A refusal happens at one of two moments:
 
 Middlewares never build close frames or denial responses themselves: they call
 :func:`refuse` (during the handshake) or :func:`close_message` (on an open connection).
+
+Some servers cannot send every row as the table says. daphne 4.2 speaks the ASGI websocket
+spec 2.0 (it announces no ``spec_version``): it drops every close reason, and its protocol
+layer (autobahn) refuses any close code but 1000 and 3000-4999. On such a server a
+close from the table is sent as :data:`SERVER_DIFFERENCES` says: the code mapped into 4100-4199
+(1008 is sent as 4108), after an error frame ``{"type": "error", "error": {"code": <reason>,
+...}}`` that carries the reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from starlette.types import Message, Receive, Scope, Send
@@ -36,12 +44,14 @@ __all__ = [
     "MESSAGE_TOO_LARGE",
     "ORIGIN_NOT_ALLOWED",
     "RATE_LIMIT_ABUSE",
+    "SERVER_DIFFERENCES",
     "SLOW_CONSUMER",
     "SUBPROTOCOL_REQUIRED",
     "TOKEN_EXPIRED",
     "USER_MISMATCH",
     "Refusal",
     "close_message",
+    "reason_frame",
     "refuse",
 ]
 
@@ -176,9 +186,63 @@ CLOSE_CODES: tuple[Refusal, ...] = (
 )
 
 
-def close_message(refusal: Refusal) -> Message:
-    """The ASGI ``websocket.close`` message that ends an open connection with ``refusal``."""
-    return {"type": "websocket.close", "code": refusal.close_code, "reason": refusal.reason}
+# Where a server that only sends 1000 and 3000-4999 gets the table's other codes: 1008 -> 4108.
+_MAPPED_CODE_OFFSET = 3100
+
+SERVER_DIFFERENCES: dict[str, dict[str, Any]] = {
+    "daphne": {
+        "detected_by": "scope['asgi'] without spec_version, and no scope['http_version']",
+        "close_codes": {
+            row.close_code: row.close_code + _MAPPED_CODE_OFFSET
+            for row in CLOSE_CODES
+            if not row.handshake_only and not (row.close_code == 1000 or row.close_code >= 3000)
+        },
+        "close_reason": "sent first, in an error frame: "
+        '{"type": "error", "error": {"code": <reason>, "message": ..., "close_code": <code>}}',
+    },
+}
+"""How each ASGI server that cannot send the table as it stands gets wsgate's closes instead,
+for the docs and ``/ws/config``. Every other server sends the table unchanged."""
+
+
+def _drops_close_reasons(scope: Scope | None) -> bool:
+    """True on daphne 4.2, which drops close reasons: recognised by the scope it builds, with
+    an ``asgi`` key that has no ``spec_version`` (websocket spec 2.0, before the close reason)
+    and no ``http_version``. Test clients that build no ``asgi`` key are not mistaken for it.
+    """
+    if scope is None:
+        return False
+    asgi = scope.get("asgi")
+    return isinstance(asgi, dict) and "spec_version" not in asgi and "http_version" not in scope
+
+
+def close_message(refusal: Refusal, scope: Scope | None = None) -> Message:
+    """The ASGI ``websocket.close`` message that ends an open connection with ``refusal``.
+
+    Given the connection's ``scope``, the code is the one its server can send: on a server
+    that drops close reasons, a code outside 1000 and 3000-4999 is sent as its equivalent in
+    4100-4199 (see :data:`SERVER_DIFFERENCES`).
+    """
+    code = refusal.close_code
+    if _drops_close_reasons(scope) and not (code == 1000 or 3000 <= code <= 4999):
+        code += _MAPPED_CODE_OFFSET
+    return {"type": "websocket.close", "code": code, "reason": refusal.reason}
+
+
+def reason_frame(refusal: Refusal, scope: Scope) -> Message | None:
+    """The error frame to send just before :func:`close_message` on a server that drops close
+    reasons, so that the client still learns why; None on every other server."""
+    if not _drops_close_reasons(scope):
+        return None
+    error = {
+        "code": refusal.reason,
+        "message": refusal.description,
+        "close_code": close_message(refusal, scope)["code"],
+    }
+    return {
+        "type": "websocket.send",
+        "text": orjson.dumps({"type": "error", "error": error}).decode(),
+    }
 
 
 async def refuse(
@@ -230,7 +294,10 @@ async def refuse(
             await _deny(scope, send, refusal)
         else:
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
-            await send(close_message(refusal))
+            frame = reason_frame(refusal, scope)
+            if frame is not None:
+                await send(frame)
+            await send(close_message(refusal, scope))
     except OSError:
         pass  # the client vanished mid-refusal; there is nothing left to tell it
 

@@ -34,7 +34,7 @@ import orjson
 from starlette.types import Message, Scope, Send
 
 from wsgate._printable import printable
-from wsgate.close_codes import SLOW_CONSUMER, Refusal, close_message
+from wsgate.close_codes import SLOW_CONSUMER, Refusal, close_message, reason_frame
 from wsgate.error_frames import MessageError, Protocol, error_object
 from wsgate.metrics import METRICS_KEY, ConnectionRecord
 
@@ -262,7 +262,7 @@ class Connection:
                 self.send_timeout,
             )
             self._mark_closed(SLOW_CONSUMER.close_code, SLOW_CONSUMER.reason)
-            retry = close_message(SLOW_CONSUMER)
+            retry = close_message(SLOW_CONSUMER, self.scope)
         else:
             return  # another send already timed out and closed the connection
         # The close frame waits behind the unread data; the server takes it when the client
@@ -354,7 +354,10 @@ class Connection:
         self._mark_closed(refusal.close_code, refusal.reason)
         # The client may have vanished already; the server then has nothing to send.
         with contextlib.suppress(OSError, RuntimeError):
-            await self._send(close_message(refusal))
+            frame = reason_frame(refusal, self.scope)
+            if frame is not None:  # the server drops close reasons: say it first
+                await self._send(frame)
+            await self._send(close_message(refusal, self.scope))
         return True
 
     def close_soon(self, refusal: Refusal) -> None:

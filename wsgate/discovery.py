@@ -33,7 +33,13 @@ from wsgate._query import redact_query
 from wsgate.auth.jwt import JWTVerifier
 from wsgate.auth.remote import RemoteVerifier
 from wsgate.auth.tokens import TokenExtractor
-from wsgate.close_codes import AUTH_REQUIRED, AUTH_UNAVAILABLE, INVALID_TOKEN, Refusal
+from wsgate.close_codes import (
+    AUTH_REQUIRED,
+    AUTH_UNAVAILABLE,
+    INVALID_TOKEN,
+    SERVER_DIFFERENCES,
+    Refusal,
+)
 from wsgate.exceptions import AuthenticationError
 from wsgate.gate import Gate, origin_check
 from wsgate.metrics import PrometheusMetrics
@@ -255,6 +261,14 @@ class _Discovery:
                 for error in gate.error_frames
             ],
             "checks": self._checks(),
+            # Where a server cannot send the close-code table as it stands (daphne).
+            "server_differences": {
+                server: {
+                    **how,
+                    "close_codes": {str(c): sent for c, sent in how["close_codes"].items()},
+                }
+                for server, how in SERVER_DIFFERENCES.items()
+            },
         }
 
     def _secure_document(self) -> dict[str, Any]:

@@ -45,6 +45,8 @@ Stage = Literal["before_auth", "after_auth"]
 and costs no token verification) or after it (``scope["user"]`` is set)."""
 STAGES: Final[tuple[Stage, ...]] = ("before_auth", "after_auth")
 _RANKS: Final = {"before_auth": 0, "auth": 1, "after_auth": 2}
+GATE_KEY: Final = "wsgate.gate"
+"""The scope key holding the endpoint of the gate a connection went through."""
 _PLAIN_HOOKS: Final = ("open", "accepted", "sent", "describe")
 """The hooks that must not be ``async def``: they run where the engine cannot wait."""
 
@@ -214,6 +216,9 @@ class Engine:
         send_timeout: Seconds a send may wait for a client that is not reading, or None to
             wait as long as it takes; put in ``scope["wsgate.send_timeout"]``. By default
             (``...``) the scope keeps what a layer in front put there, else 10 s.
+        gate: The endpoint a :class:`~wsgate.Gate` runs this engine for. A connection that
+            meets a second gate (a gate in front of the whole app, and another on a route)
+            would be authenticated and counted twice: it is refused, and the error names both.
     """
 
     def __init__(
@@ -223,6 +228,7 @@ class Engine:
         *,
         metrics: MetricsMiddleware | None = None,
         send_timeout: float | EllipsisType | None = ...,
+        gate: str | None = None,
     ) -> None:
         self.app = app
         self.checks: tuple[Check, ...] = tuple(checks)
@@ -230,6 +236,7 @@ class Engine:
             validate(check)
         self.metrics = metrics
         self.send_timeout = send_timeout
+        self.gate = gate
         self._handshakes = tuple(
             sorted(
                 (
@@ -274,6 +281,16 @@ class Engine:
             if onward is not None:
                 await self.app(scope, receive, onward)
             return
+        if self.gate is not None:
+            outer = scope.get(GATE_KEY)
+            if outer is not None:
+                raise ConfigurationError(
+                    f"this connection to {scope.get('path')!r} goes through two gates, the "
+                    f"gate of {outer!r} and the gate of {self.gate!r}: it would be "
+                    "authenticated, limited and counted twice. Gate each endpoint once: "
+                    "either gate.wrap() the whole app, or gate.route() its endpoints."
+                )
+            scope[GATE_KEY] = self.gate
         metrics = self.metrics
         record = None if metrics is None else metrics.open(scope)
         failed = False

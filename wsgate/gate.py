@@ -274,6 +274,7 @@ class Gate:
             [check for check in chain if check is not None],
             metrics=metrics,
             send_timeout=config.send_timeout,
+            gate=path or "*",
         )
         self._layers.extend([metrics, *engine.checks])
         supported = None if subprotocols is None else tuple(subprotocols)

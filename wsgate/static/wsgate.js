@@ -121,6 +121,12 @@ export const OTHER_CODES = Object.freeze({
   1012: { retry: "backoff", hint: "The server is restarting: reconnecting." },
   1013: { retry: "backoff", hint: "The server asks to try again later." },
   1014: { retry: "backoff", hint: "A gateway failed: retrying later." },
+  // On daphne, which cannot send these codes, wsgate closes with 4100 + (code - 1000), after an
+  // error frame with the reason (see the close-codes page, "Server differences").
+  4108: { retry: "never", hint: "Refused (daphne's 1008): the error frame before the close says why." },
+  4109: { retry: "backoff", hint: "A message was too large (daphne's 1009): send smaller ones." },
+  4111: { retry: "backoff", hint: "The server failed (daphne's 1011): retrying later." },
+  4113: { retry: "backoff", hint: "Try again later (daphne's 1013): reconnecting." },
 });
 // --8<-- [end:other-codes]
 
