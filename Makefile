@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: help demo demo-redis test fuzz lint typecheck docs check clean bench bench-smoke
 .PHONY: test-versions
-.PHONY: bench-instructions bench-instructions-smoke
+.PHONY: bench-instructions bench-instructions-smoke install-versions
 
 help:
 	@echo "make demo       serve the example app in development mode on http://127.0.0.1:8000"
@@ -57,6 +57,9 @@ python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin
 	$(call python_for,$*) -m venv .venv-$*
 	.venv-$*/bin/python -m pip install --quiet -e ".[test]"
 	@touch $@
+
+# The other Pythons' venvs alone: .ci/run installs them while the 3.11 suite runs.
+install-versions: $(foreach version,$(TEST_VERSIONS),.venv-$(version)/.installed-test)
 
 # Every version runs, so that a failure on one does not hide another's. They run at once, each
 # into a log of its own printed when all are done: the tests mostly wait on sockets, so three
