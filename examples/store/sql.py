@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -45,6 +46,14 @@ class SQLChatStore:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def start(self) -> None:
+        # Workers that start at once on one database race to create the table: one may lose
+        # between its check and its CREATE ("already exists"). A second try finds the table.
+        try:
+            await self._create_tables()
+        except OperationalError:
+            await self._create_tables()
+
+    async def _create_tables(self) -> None:
         async with self.engine.begin() as connection:
             await connection.run_sync(Base.metadata.create_all)
 
