@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.auth.idp import JWKS_PATH, IdP
+from tests.processes import stop_process
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
 
 pytestmark = pytest.mark.anyio
@@ -53,12 +54,7 @@ def example_app(env: dict[str, str]) -> Iterator[str]:
     try:
         yield f"ws://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
         assert process.stderr is not None
         process.stderr.close()
         shutil.rmtree(database, ignore_errors=True)

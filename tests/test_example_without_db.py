@@ -19,6 +19,7 @@ import pytest
 from examples.store import ChatStore, open_store
 from examples.store.memory import MemoryChatStore
 from examples.store.sql import SQLChatStore
+from tests.processes import stop_process
 from wsgate.testing import WSClient
 
 pytestmark = pytest.mark.anyio
@@ -154,12 +155,7 @@ def served_from_venv(server_venv: Path, tmp_path: Path) -> Iterator[tuple[str, P
             time.sleep(0.1)
         yield f"ws://127.0.0.1:{port}", stderr
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def answers(url: str) -> bool:

@@ -67,10 +67,6 @@ Verdict = _Drop | Refusal | None
 a close-code row closes the connection with that row."""
 
 
-def _is_awaitable(value: object) -> bool:
-    return inspect.isawaitable(value)
-
-
 class Check:
     """A check the engine runs: subclass it and override the hooks you need, all optional.
 
@@ -157,8 +153,8 @@ class Check:
         """Run the handshake hook for the engine: the ``send`` to go on with, or None when the
         handshake was refused (and answered)."""
         verdict = self.handshake(scope)
-        if _is_awaitable(verdict):
-            verdict = await verdict  # type: ignore[misc]
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
         if verdict is None:
             return send
         if not isinstance(verdict, Refusal):
@@ -420,7 +416,7 @@ class _Flow:
                 verdict = hook(states[index], message)
                 if verdict is None:
                     continue
-                if _is_awaitable(verdict):
+                if inspect.isawaitable(verdict):
                     verdict = await verdict
                     if verdict is None:
                         continue

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.redis.server import redis_server
+from tests.redis.server import own_redis, redis_server
 
-__all__ = ["redis_server"]
+__all__ = ["own_redis", "redis_server"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

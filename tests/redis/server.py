@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.processes import stop_process
 from wsgate.testing import TokenFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,12 +145,7 @@ class RedisServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
     def command(self, *args: str) -> object:
         """Run one command with a synchronous client, for a test's setup or wait."""

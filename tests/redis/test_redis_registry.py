@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -56,17 +55,6 @@ async def workers(redis_server: RedisServer) -> AsyncIterator[tuple[RedisRegistr
     finally:
         await a.aclose()
         await b.aclose()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis for one test, which it may stop and start again."""
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_the_worker_holding_the_oldest_connection_is_told_over_pub_sub(
