@@ -386,7 +386,8 @@ async def test_a_batch_holds_at_most_max_batch_hits(
 async def test_many_connections_send_fewer_round_trips_than_messages(
     redis_server: RedisServer, server_of: Serve, counters: RedisCounters
 ) -> None:
-    live = server_of(limited(redis_server.url, fresh(), rate="1000/day"))
+    # Without leases, which would save most of the hits: each message is one.
+    live = server_of(limited(redis_server.url, fresh(), rate="1000/day", lease=1))
     sockets = [WSClient(live.ws("/ws")) for _ in range(50)]
     for ws in sockets:
         await ws.connect()
@@ -552,3 +553,54 @@ def _loop_errors() -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
     return errors
+
+
+# Leases: a fast sender's units counted several at a time
+
+
+async def test_a_fast_sender_spends_leases_instead_of_round_trips(
+    redis_server: RedisServer, server_of: Serve, counters: RedisCounters
+) -> None:
+    name = fresh()
+    live = server_of(limited(redis_server.url, name, rate="1000/day"))
+    async with WSClient(live.ws("/ws")) as ws:
+        _, evalsha = counters.read()
+        answers = [await send_one(ws, n) for n in range(100)]
+        after = counters.read()
+    assert kinds(answers) == ["echo"] * 100
+    # Leases of 1, 2, 4, 8 and then 16 units: 10 hits for 100 messages while each lease is
+    # spent within its second; a machine slow enough to let one lapse starts again at 1.
+    assert after[1] - evalsha < 50
+    client = redis.Redis(host=HOST, port=redis_server.port)
+    try:
+        [key] = _keys(client, name)
+        # Every message was counted before it passed, and at most one lease is unspent.
+        assert 100 <= client.llen(key) < 116
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter", "fixed-window"])
+async def test_the_last_units_of_a_budget_are_counted_one_message_at_a_time(
+    redis_server: RedisServer, server_of: Serve, strategy: RateStrategy
+) -> None:
+    # Leases of at most 5 units (a tenth of the rate; none on a fixed window); the last
+    # units of the budget do not fit in one, and are counted one a message: the limit is
+    # exact in one worker.
+    live = server_of(limited(redis_server.url, fresh(), rate="50/minute", strategy=strategy))
+    async with WSClient(live.ws("/ws")) as ws:
+        answers = [await send_one(ws, n) for n in range(60)]
+    assert kinds(answers) == ["echo"] * 50 + ["rate_limited"] * 10
+
+
+async def test_lease_1_counts_every_message(
+    redis_server: RedisServer, server_of: Serve, counters: RedisCounters
+) -> None:
+    live = server_of(limited(redis_server.url, fresh(), rate="1000/day", lease=1))
+    async with WSClient(live.ws("/ws")) as ws:
+        assert kinds([await send_one(ws, 0)]) == ["echo"]
+        _, evalsha = counters.read()
+        answers = [await send_one(ws, n) for n in range(20)]
+        after = counters.read()
+    assert kinds(answers) == ["echo"] * 20
+    assert after[1] - evalsha == 20

@@ -53,7 +53,7 @@ _SCRIPTS: Final[dict[type[RateLimiter], tuple[str, str]]] = {
 }
 
 Keys = tuple[bytes, ...]
-_Entry = tuple[Keys, "asyncio.Future[bool]"]
+_Entry = tuple[Keys, int, "asyncio.Future[bool]"]
 
 
 class RedisHits:
@@ -122,14 +122,15 @@ class RedisHits:
         ):
             return None
         # What each strategy's hit sends (limits/aio/strategies.py and the redis-py bridge):
-        # its key is item.key_for(*identifiers), prefixed by the bridge; the cost is 1.
+        # its key is item.key_for(*identifiers), prefixed by the bridge; its last argument,
+        # the cost, is each hit's own.
         limit, expiry = item.amount, item.get_expiry()
         prefixed = bridge.prefixed_key
         if kind is MovingWindowRateLimiter:
             return cls(
                 client,
                 text,
-                lambda: [time.time(), limit, expiry, 1],  # the bridge reads the clock per hit
+                lambda: [time.time(), limit, expiry],  # the bridge reads the clock per hit
                 bool,
                 lambda name: (prefixed(item.key_for(name)),),
             )
@@ -137,7 +138,7 @@ class RedisHits:
             return cls(
                 client,
                 text,
-                lambda: [expiry, 1],
+                lambda: [expiry],
                 lambda count: int(count) <= limit,
                 lambda name: (prefixed(item.key_for(name)),),
             )
@@ -149,20 +150,21 @@ class RedisHits:
                 prefixed(storage._current_window_key(key)),
             )
 
-        return cls(client, text, lambda: [limit, expiry, 1], bool, window_keys)
+        return cls(client, text, lambda: [limit, expiry], bool, window_keys)
 
     def keys(self, name: str) -> Keys:
         """The Redis keys of the budget ``name`` (the strategy's identifier)."""
         return tuple(self._encode(key) for key in self._keys(name))
 
-    def hit(self, keys: Keys) -> asyncio.Future[bool]:
-        """Queue one hit on the budget at ``keys``: a future of whether it is allowed.
+    def hit(self, keys: Keys, cost: int = 1) -> asyncio.Future[bool]:
+        """Queue one hit of ``cost`` units on the budget at ``keys``: a future of whether
+        they are allowed (all of them, or none: ``limits``' own semantics of ``cost``).
 
         The future fails with the storage's error when Redis does not answer.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((keys, future))
+        self._pending.append((keys, cost, future))
         flusher = self._flusher
         # A flusher of a loop that has since stopped will never run again.
         if flusher is None or flusher.get_loop() is not loop:
@@ -177,7 +179,7 @@ class RedisHits:
                 batch = [
                     entry
                     for entry in self._pending[:MAX_BATCH]
-                    if not entry[1].done() and entry[1].get_loop() is loop
+                    if not entry[2].done() and entry[2].get_loop() is loop
                 ]
                 del self._pending[:MAX_BATCH]
                 if batch:
@@ -201,7 +203,7 @@ class RedisHits:
             _fail(batch, ConnectionError("the rate-limit flush was cancelled"))
             raise
         allowed = self._allowed
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for (_, _, future), reply in zip(batch, replies, strict=True):
             if future.done():  # cancelled while the batch was out
                 continue
             if isinstance(reply, Exception):
@@ -211,7 +213,7 @@ class RedisHits:
 
     def _fail_pending(self, error: Exception) -> None:
         loop = asyncio.get_running_loop()
-        _fail([entry for entry in self._pending if entry[1].get_loop() is loop], error)
+        _fail([entry for entry in self._pending if entry[2].get_loop() is loop], error)
         self._pending.clear()
 
     async def _replies(self, batch: list[_Entry]) -> list[Any]:
@@ -228,15 +230,17 @@ class RedisHits:
         # A NOSCRIPT reply instead says that the command did nothing.
         replies: list[Any]
         if len(batch) == 1:  # redis-py spends less on a lone command than on a pipeline
-            keys = batch[0][0]
+            keys, cost, _ = batch[0]
             try:
-                replies = [await self._client.evalsha(self._sha, len(keys), *keys, *arguments)]
+                replies = [
+                    await self._client.evalsha(self._sha, len(keys), *keys, *arguments, cost)
+                ]
             except ResponseError as exc:
                 replies = [exc]
         else:
             pipe = self._client.pipeline(transaction=False)
-            for keys, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *arguments)
+            for keys, cost, _ in batch:
+                pipe.evalsha(self._sha, len(keys), *keys, *arguments, cost)
             replies = await pipe.execute(raise_on_error=False)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # Redis restarted, or its scripts were flushed: load, and send again
@@ -244,8 +248,8 @@ class RedisHits:
             pipe = self._client.pipeline(transaction=False)
             pipe.script_load(self._script)
             for index in missing:
-                keys = batch[index][0]
-                pipe.evalsha(self._sha, len(keys), *keys, *arguments)
+                keys, cost, _ = batch[index]
+                pipe.evalsha(self._sha, len(keys), *keys, *arguments, cost)
             try:
                 again: list[Any] = await pipe.execute(raise_on_error=False)
             except Exception as exc:
@@ -259,7 +263,7 @@ class RedisHits:
 
 
 def _fail(entries: list[_Entry], error: Exception) -> None:
-    for _, future in entries:
+    for _, _, future in entries:
         if not future.done():
             future.set_exception(error)
 

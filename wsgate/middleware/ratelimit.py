@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ from wsgate.connection import (
 from wsgate.engine import DROP, CheckMiddleware, Verdict
 from wsgate.error_frames import RATE_LIMITED
 from wsgate.exceptions import ConfigurationError
+from wsgate.middleware._lease import Lease, lease_terms
 
 __all__ = ["RateLimitMiddleware", "RateState", "rate_storage"]
 
@@ -74,7 +76,9 @@ class RateLimitMiddleware(CheckMiddleware):
     event-loop turn, or all those made while the previous batch was out, go in one pipeline
     (at most one Redis round trip per message, usually one per loop turn for all of them),
     with the scripts and keys of ``limits``' own strategies, so that other ``limits`` users
-    of that Redis share the budgets.
+    of that Redis share the budgets. A user who sends fast gets a lease: a slice of the
+    budget counted in one round trip and then spent in the worker, one unit a message,
+    with none (see ``lease``).
 
     A storage failure (Redis down) never breaks a connection: while it lasts, messages are
     counted in ``fallback``, or pass unlimited without one, and a warning is logged at most
@@ -100,6 +104,11 @@ class RateLimitMiddleware(CheckMiddleware):
         max_batch: On a JSON-RPC connection, a batch costs one unit per request,
             notifications included, up to this many (the format check refuses larger
             batches whole). Give it the format check's ``max_batch``.
+        lease: On a shared storage, the most messages one worker counts in one round trip
+            for a user who sends fast; never more than a tenth of the rate. 1 counts every
+            message on its own, exactly. A lease lasts at most a second (a sixtieth of the
+            window), and a fixed window counts each message on its own;
+            ``docs/rate-limit.md`` says how exact the limit stays.
 
     A batch that does not fit whole keeps the requests that fit, from its start; each
     request that does not fit is answered with a ``rate_limited`` error object in the
@@ -122,6 +131,7 @@ class RateLimitMiddleware(CheckMiddleware):
         close_after: int | None = None,
         fallback: str | LocalStorage | None = None,
         max_batch: int = 50,
+        lease: int = 16,
     ) -> None:
         self.rate = rate
         self.item = _options.rate("rate", rate)
@@ -164,6 +174,16 @@ class RateLimitMiddleware(CheckMiddleware):
             f"Over the rate limit of {rate}: each request of a batch costs one message, and "
             "this one did not fit; it was not run."
         )
+        self.lease = _options.count("lease", lease)
+        # Leases on a shared storage only: a window in this process costs no round trip. Not
+        # on a fixed window either, where limits counts a refused hit: a lease that did not
+        # fit would be lost.
+        leased = self.local is None and strategy != "fixed-window"
+        self._lease_cap, self._lease_ttl = lease_terms(
+            self.item.amount, self.item.get_expiry(), self.lease if leased else 1
+        )
+        # Each user's lease in this worker, for as long as one of their connections holds it.
+        self._leases: weakref.WeakValueDictionary[str, Lease] = weakref.WeakValueDictionary()
         self._failures = 0
         self._warned_at = -math.inf
         if fallback == "memory://":
@@ -191,7 +211,13 @@ class RateLimitMiddleware(CheckMiddleware):
     def open(self, connection: Connection) -> RateState:
         """The state of a new connection: its budget, and no message refused yet."""
         key = self.key_of(connection.scope)
-        return RateState(connection, key, self.batch.keys(key) if self.batch is not None else ())
+        state = RateState(connection, key, self.batch.keys(key) if self.batch is not None else ())
+        if self._lease_cap > 1:
+            lease = self._leases.get(key)
+            if lease is None:
+                lease = self._leases[key] = Lease()
+            state.lease = lease
+        return state
 
     def message(self, state: RateState, message: Message) -> Awaitable[Verdict] | None:
         """Count a message: None when it may pass, else the refusal to await."""
@@ -201,6 +227,11 @@ class RateLimitMiddleware(CheckMiddleware):
                 return self._batch(state, message, batch)
         local = self.local
         if local is None:
+            lease = state.lease
+            if lease is not None and lease.left and time.monotonic() < lease.until:
+                lease.left -= 1  # counted in the storage when the lease was taken
+                state.refused = 0
+                return None
             return self._shared(state, message)
         if local.hit(state.rate_key):  # synchronous, atomic, cheap
             state.refused = 0
@@ -335,9 +366,23 @@ class RateLimitMiddleware(CheckMiddleware):
         return cost if self.fallback is None else _hits(self.fallback, key, cost)
 
     async def _hit(self, state: RateState) -> bool:
+        lease = state.lease
+        if lease is None:
+            return await self._hit_cost(state, 1)
+        size = lease.next_size(time.monotonic(), self._lease_cap)
+        if size > 1 and await self._hit_cost(state, size):
+            lease.grant(size, time.monotonic(), self._lease_ttl)
+            return True
+        # A lease that does not fit in what is left of the budget: one unit, as without.
+        if await self._hit_cost(state, 1):
+            lease.grant(1, time.monotonic(), self._lease_ttl)
+            return True
+        return False
+
+    async def _hit_cost(self, state: RateState, cost: int) -> bool:
         if self.batch is not None:
-            return await self.batch.hit(state.rate_keys)
-        return await self.limiter.hit(self.item, state.rate_key)
+            return await self.batch.hit(state.rate_keys, cost)
+        return await self.limiter.hit(self.item, state.rate_key, cost=cost)
 
     async def _hit_while_failing(self, state: RateState) -> bool:
         """A hit while the storage fails: the storage is tried again once a second."""
@@ -401,15 +446,17 @@ class RateState:
         rate_key: The name of the budget the connection draws from.
         rate_keys: The budget's Redis keys when hits go in pipelines, else empty.
         refused: Messages refused in a row.
+        lease: The user's lease in this worker, on a shared storage with leases; else None.
     """
 
-    __slots__ = ("connection", "rate_key", "rate_keys", "refused")
+    __slots__ = ("connection", "lease", "rate_key", "rate_keys", "refused")
 
     def __init__(self, connection: Connection, rate_key: str, rate_keys: Keys) -> None:
         self.connection = connection
         self.rate_key = rate_key
         self.rate_keys = rate_keys
         self.refused = 0
+        self.lease: Lease | None = None
 
 
 def _hits(window: LocalWindow, key: str, cost: int) -> int:
