@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from examples.store import ChatSession, ChatStore, open_store
+from examples.store import ChatSession, ChatStore, StartOnce, open_store
 from examples.web import web_routes
 from wsgate import (
     ErrorReply,
@@ -263,7 +263,9 @@ def create_app(
             aiosqlite is not installed (see :func:`examples.store.open_store`).
     """
     gate = Gate(config or GateConfig.from_env(extra_variables=OWN_VARIABLES), verifier=verifier)
-    store = open_store(database_url or os.environ.get("WSGATE_DATABASE_URL"))
+    # Started by the lifespan, or by the first message that needs it when the server runs
+    # no lifespan (daphne).
+    store = StartOnce(open_store(database_url or os.environ.get("WSGATE_DATABASE_URL")))
     open_in_development = gate.config.is_development
     hints = {"json_endpoint": "/ws", "jsonrpc_endpoint": "/ws/mcp"}
     chat = {"subprotocols": [CHAT_SUBPROTOCOL], **hints}

@@ -42,6 +42,17 @@ export interface SocketOptions {
  */
 export declare function openSocket(url: string | URL, options?: SocketOptions): WebSocket;
 
+/** The reason, and the close code that follows, of wsgate's last error frame on a server that
+ * drops close reasons (daphne). */
+export interface ReasonFrame {
+  reason: string;
+  code: number;
+}
+
+/** The close reason in a message (`event.data`), when it is the error frame wsgate sends just
+ * before a close on a server that drops close reasons; null for any other message. */
+export declare function reasonFrame(data: unknown): ReasonFrame | null;
+
 /** "backoff": reconnect after a growing delay; "never": not on your own, someone has to act. */
 export type Retry = "backoff" | "never";
 
@@ -62,7 +73,11 @@ export type CloseReason =
   | "heartbeat_timeout"
   | "idle_timeout"
   | "max_lifetime"
-  | "slow_consumer";
+  | "slow_consumer"
+  | "connect_rate_limited"
+  | "worker_connect_rate_limited"
+  | "worker_busy"
+  | "revoked";
 
 export interface CloseCodeRow {
   readonly code: number;
@@ -92,8 +107,15 @@ export interface CloseInfo {
   hint: string;
 }
 
-/** What a close means and whether to reconnect. */
-export declare function closeInfo(event: CloseEvent | { code: number; reason?: string }): CloseInfo;
+/**
+ * What a close means and whether to reconnect. A close without a reason takes it from the
+ * reason frame before it with the same code: `frame`, or the one a socket from openSocket()
+ * kept (daphne: 4108 and an `invalid_token` frame read as `invalid_token`, terminal).
+ */
+export declare function closeInfo(
+  event: CloseEvent | { code: number; reason?: string; target?: unknown },
+  frame?: ReasonFrame | null,
+): CloseInfo;
 
 export interface BackoffOptions {
   /** The first delay, in ms (500). */

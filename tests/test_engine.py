@@ -24,6 +24,7 @@ from wsgate import (
     MetricsMiddleware,
     OriginMiddleware,
     RateLimitMiddleware,
+    RevocationMiddleware,
 )
 from wsgate.engine import Engine
 from wsgate.testing import LiveServer, TokenFactory, WSClient
@@ -59,13 +60,14 @@ def test_the_gate_runs_the_layers_it_built_in_the_chains_order() -> None:
     assert [type(layer) for layer in app.checks] == [
         OriginMiddleware,
         AuthMiddleware,
+        RevocationMiddleware,
         ConnectionLimitMiddleware,
         MessageSizeMiddleware,
         HeartbeatMiddleware,
         RateLimitMiddleware,
         FormatMiddleware,
     ]
-    assert gate.layers(HeartbeatMiddleware) == [app.checks[4]]
+    assert gate.layers(HeartbeatMiddleware) == [app.checks[5]]
     assert isinstance(app.metrics, MetricsMiddleware)
 
     bare = Gate(GateConfig(jwt_secret=SECRET, rate_limit=None, max_connections_per_user=None))
@@ -74,6 +76,7 @@ def test_the_gate_runs_the_layers_it_built_in_the_chains_order() -> None:
     assert [type(layer) for layer in app.checks] == [
         OriginMiddleware,
         AuthMiddleware,
+        RevocationMiddleware,
         MessageSizeMiddleware,
         HeartbeatMiddleware,
     ]

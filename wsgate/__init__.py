@@ -11,7 +11,7 @@ from wsgate.backends import BackendUnavailable
 from wsgate.browser import js_route
 from wsgate.close_codes import CLOSE_CODES, Refusal
 from wsgate.config import GateConfig
-from wsgate.connection import Connection, decoded
+from wsgate.connection import Connection, decoded, gate_connection
 from wsgate.discovery import discovery_routes
 from wsgate.endpoint import GatedEndpoint, rpc_method
 from wsgate.engine import DROP, Check, Engine, Stage, Verdict
@@ -35,8 +35,11 @@ from wsgate.middleware.format import FormatMiddleware
 from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware
+from wsgate.middleware.revocation import RevocationMiddleware
+from wsgate.middleware.shedding import LoadSheddingMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
 from wsgate.registry import MemoryRegistry, Registry
+from wsgate.revocation import Revoked, revoke
 
 __all__ = [
     "CLOSE_CODES",
@@ -65,6 +68,7 @@ __all__ = [
     "InvalidParams",
     "InvalidToken",
     "JWTVerifier",
+    "LoadSheddingMiddleware",
     "MemoryRegistry",
     "MessageError",
     "MessageSizeMiddleware",
@@ -78,6 +82,8 @@ __all__ = [
     "Registry",
     "RemoteJWKS",
     "RemoteVerifier",
+    "RevocationMiddleware",
+    "Revoked",
     "Stage",
     "TokenExpired",
     "Verdict",
@@ -87,7 +93,9 @@ __all__ = [
     "decoded",
     "discovery_routes",
     "encode_subprotocol",
+    "gate_connection",
     "gate_user",
     "js_route",
+    "revoke",
     "rpc_method",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "BACKEND_UNAVAILABLE",
     "CLOSE_CODES",
     "CONNECTION_LIMIT",
+    "CONNECT_RATE_LIMITED",
     "HEARTBEAT_TIMEOUT",
     "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
@@ -44,11 +45,14 @@ __all__ = [
     "MESSAGE_TOO_LARGE",
     "ORIGIN_NOT_ALLOWED",
     "RATE_LIMIT_ABUSE",
+    "REVOKED",
     "SERVER_DIFFERENCES",
     "SLOW_CONSUMER",
     "SUBPROTOCOL_REQUIRED",
     "TOKEN_EXPIRED",
     "USER_MISMATCH",
+    "WORKER_BUSY",
+    "WORKER_CONNECT_RATE_LIMITED",
     "Refusal",
     "close_message",
     "reason_frame",
@@ -124,6 +128,38 @@ CONNECTION_LIMIT = Refusal(
     "The user has too many open connections: the oldest is closed (evict_oldest) or the "
     "new one is (reject_new). Do not reconnect in a loop.",
 )
+CONNECT_RATE_LIMITED = Refusal(
+    "connect_rate_limited",
+    1013,
+    429,
+    False,
+    "This client address opened connections faster than connect_rate_per_ip allows; try "
+    "again after Retry-After seconds.",
+)
+WORKER_CONNECT_RATE_LIMITED = Refusal(
+    "worker_connect_rate_limited",
+    1013,
+    503,
+    False,
+    "This worker process took connections faster than connect_rate_per_worker allows; try "
+    "again after Retry-After seconds.",
+)
+WORKER_BUSY = Refusal(
+    "worker_busy",
+    1013,
+    503,
+    False,
+    "This worker process holds max_connections_per_worker open connections; try again "
+    "after Retry-After seconds.",
+)
+REVOKED = Refusal(
+    "revoked",
+    4003,
+    403,
+    False,
+    "The user, or this token (its jti), was revoked: the open connections are closed, and "
+    "new handshakes are refused until the revocation ends.",
+)
 MESSAGE_TOO_LARGE = Refusal(
     "message_too_large",
     1009,
@@ -176,6 +212,10 @@ CLOSE_CODES: tuple[Refusal, ...] = (
     AUTH_UNAVAILABLE,
     BACKEND_UNAVAILABLE,
     CONNECTION_LIMIT,
+    CONNECT_RATE_LIMITED,
+    WORKER_CONNECT_RATE_LIMITED,
+    WORKER_BUSY,
+    REVOKED,
     MESSAGE_TOO_LARGE,
     RATE_LIMIT_ABUSE,
     INTERNAL_ERROR,
@@ -254,6 +294,7 @@ async def refuse(
     before_accept: bool = False,
     subprotocol: str | None = None,
     detail: str = "",
+    retry_after: int | None = None,
 ) -> None:
     """Refuse a connection that is still in its handshake. The app is never called.
 
@@ -267,6 +308,8 @@ async def refuse(
         subprotocol: The subprotocol to echo in the accept, so browsers complete the
             handshake and can read the close reason.
         detail: Why, for the log line only; never a token.
+        retry_after: Seconds after which the client may try again, sent as ``Retry-After``
+            with an HTTP status (a close frame has no room for it).
 
     Every query-string value in the scope is replaced by ``redacted`` first, so that the
     server's access line for the refused handshake holds no secret.
@@ -291,7 +334,7 @@ async def refuse(
         return  # the client left during the handshake: nobody to answer
     try:
         if denied:
-            await _deny(scope, send, refusal)
+            await _deny(scope, send, refusal, retry_after)
         else:
             await send({"type": "websocket.accept", "subprotocol": subprotocol})
             frame = reason_frame(refusal, scope)
@@ -302,7 +345,7 @@ async def refuse(
         pass  # the client vanished mid-refusal; there is nothing left to tell it
 
 
-async def _deny(scope: Scope, send: Send, refusal: Refusal) -> None:
+async def _deny(scope: Scope, send: Send, refusal: Refusal, retry_after: int | None) -> None:
     if DENIAL_EXTENSION not in scope.get("extensions", {}):
         # Without the extension the server answers 403 with an empty body.
         await send(close_message(refusal))
@@ -312,5 +355,7 @@ async def _deny(scope: Scope, send: Send, refusal: Refusal) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer error="%s"' % refusal.reason.encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", b"%d" % retry_after))
     await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": body})

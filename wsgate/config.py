@@ -110,6 +110,10 @@ class GateConfig:
     rate_limit_close_after: int | None = None
     """Close 1008 after this many consecutive refusals; off by default. Env:
     ``WSGATE_RATE_LIMIT_CLOSE_AFTER``."""
+    rate_limit_lease: int = 16
+    """On a shared storage, the most messages a worker counts in one round trip for a user
+    who sends fast (never more than a tenth of the rate); 1 counts each message on its own.
+    Env: ``WSGATE_RATE_LIMIT_LEASE``."""
     legacy_messages: bool = True
     """Accept legacy ``{"event", "data"}`` messages on JSON endpoints. Env:
     ``WSGATE_LEGACY_MESSAGES``."""
@@ -130,6 +134,17 @@ class GateConfig:
     """Open connections per user, or None (``off``). Env: ``WSGATE_MAX_CONNECTIONS_PER_USER``."""
     connection_policy: ConnectionPolicy = "evict_oldest"
     """``evict_oldest`` or ``reject_new``. Env: ``WSGATE_CONNECTION_POLICY``."""
+
+    # Shedding connect storms, before any token is verified
+    connect_rate_per_ip: str | None = None
+    """Handshakes per client address, as a ``limits`` rate (``"20/second"``), counted in
+    ``storage``, or None (the default: off). Env: ``WSGATE_CONNECT_RATE_PER_IP``."""
+    connect_rate_per_worker: str | None = None
+    """Handshakes per worker process, as a ``limits`` rate (``"500/second"``), or None (the
+    default: off). Env: ``WSGATE_CONNECT_RATE_PER_WORKER``."""
+    max_connections_per_worker: int | None = None
+    """Open connections per worker process, or None (the default: off). Env:
+    ``WSGATE_MAX_CONNECTIONS_PER_WORKER``."""
     heartbeat_interval: float | None = 45.0
     """Seconds of silence before the gate pings, or None (``off``). Env:
     ``WSGATE_HEARTBEAT_INTERVAL``."""
@@ -179,11 +194,21 @@ class GateConfig:
         _options.count("max_message_bytes", self.max_message_bytes, unit="bytes")
         _options.count("max_batch", self.max_batch)
         _options.depth("max_depth", self.max_depth)
-        for name in ("ping_limit", "refresh_limit"):
+        for name in (
+            "ping_limit",
+            "refresh_limit",
+            "connect_rate_per_ip",
+            "connect_rate_per_worker",
+        ):
             if getattr(self, name) is not None:
                 _options.rate(name, getattr(self, name))
         _options.seconds("heartbeat_timeout", self.heartbeat_timeout, positive=True)
-        for name in ("rate_limit_close_after", "max_connections_per_user"):
+        _options.count("rate_limit_lease", self.rate_limit_lease)
+        for name in (
+            "rate_limit_close_after",
+            "max_connections_per_user",
+            "max_connections_per_worker",
+        ):
             if getattr(self, name) is not None:
                 _options.count(name, getattr(self, name))
         for name in ("heartbeat_interval", "idle_timeout", "max_lifetime", "send_timeout"):
@@ -321,6 +346,7 @@ class GateSettings(TypedDict, total=False):
     rate_limit: str | None
     rate_limit_strategy: RateStrategy
     rate_limit_close_after: int | None
+    rate_limit_lease: int
     legacy_messages: bool
     max_batch: int
     max_depth: int
@@ -328,6 +354,9 @@ class GateSettings(TypedDict, total=False):
     refresh_limit: str | None
     max_connections_per_user: int | None
     connection_policy: ConnectionPolicy
+    connect_rate_per_ip: str | None
+    connect_rate_per_worker: str | None
+    max_connections_per_worker: int | None
     heartbeat_interval: float | None
     heartbeat_timeout: float
     idle_timeout: float | None

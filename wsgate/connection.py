@@ -25,20 +25,31 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import CoroutineType
 from typing import Any, Final
 
 import anyio
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.types import Message, Scope, Send
 
 from wsgate._printable import printable
 from wsgate.close_codes import SLOW_CONSUMER, Refusal, close_message, reason_frame
 from wsgate.error_frames import MessageError, Protocol, error_object
+from wsgate.exceptions import NoGateUser
 from wsgate.metrics import METRICS_KEY, ConnectionRecord
 
-__all__ = ["INVALID", "NOT_TEXT", "Connection", "decoded", "message_id"]
+__all__ = [
+    "INVALID",
+    "NOT_TEXT",
+    "Connection",
+    "answered_id",
+    "decoded",
+    "gate_connection",
+    "message_id",
+]
 
 logger = logging.getLogger("wsgate.connection")
 
@@ -72,11 +83,17 @@ NOT_TEXT: Final = _Marker("NOT_TEXT")
 UNPARSED: Final = _Marker("UNPARSED")
 
 
-def decoded(message: Message) -> Any:
+async def _gone(message: Message) -> None:
+    """The ``send`` of a connection whose app returned."""
+
+
+def decoded(message: Mapping[str, Any]) -> Any:
     """The parsed JSON of a ``websocket.receive`` message, parsed once and cached in it.
 
     Returns :data:`INVALID` for text that is not JSON (orjson refuses NaN, Infinity, lone
     surrogates and nesting beyond 1024 levels), and :data:`NOT_TEXT` for a binary frame.
+    ``message`` is typed as any mapping so that every framework's message type is taken
+    (Litestar's and Quart's are ``TypedDict`` s); it is the ASGI message dict, written to.
     """
     value: Any = message.get(PARSED_KEY, UNPARSED)  # no KeyError raised on the first call
     if value is not UNPARSED:
@@ -89,7 +106,7 @@ def decoded(message: Message) -> Any:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
             value = INVALID
-    message[PARSED_KEY] = value
+    message[PARSED_KEY] = value  # type: ignore[index]  # the ASGI message, a dict
     return value
 
 
@@ -105,15 +122,33 @@ def message_id(value: Any) -> str | int | None:
 _ASGI_RECEIVE_KEYS: Final = frozenset({"type", "text", "bytes", PARSED_KEY, REJECTED_KEY})
 
 
-def _message_id_of(message: Any) -> str | int | None:
-    """The ``id`` of a message given parsed, or as its ASGI ``websocket.receive`` message."""
+def answered_id(to: object) -> str | int | None:
+    """The ``id`` to echo in an answer ``to`` a client message: ``to`` is that message,
+    parsed or as its ASGI ``websocket.receive`` message, or its ``id`` itself (a string or
+    an integer). Only the ``id`` is ever taken, never the content."""
+    if isinstance(to, (str, int)) and not isinstance(to, bool):
+        return to
     if (
-        isinstance(message, dict)
-        and message.get("type") == "websocket.receive"
-        and message.keys() <= _ASGI_RECEIVE_KEYS
+        isinstance(to, dict)
+        and to.get("type") == "websocket.receive"
+        and to.keys() <= _ASGI_RECEIVE_KEYS
     ):
-        message = decoded(message)
-    return message_id(message)
+        to = decoded(to)
+    return message_id(to)
+
+
+_UNSET: Final = _Marker("UNSET")
+
+
+def _deprecated_message_id(method: str, message_id: Any) -> None:
+    """Warn a caller of ``method`` that passed ``message_id=``, which ``to=`` replaces."""
+    warnings.warn(
+        f"Connection.{method}(message_id=...) is deprecated and will be removed in the next "
+        f"release: pass to={message_id!r} instead (to= takes the message being answered or "
+        "its id).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def identity_key(scope: Scope, prefix: str, key: Callable[[Scope], str] | None = None) -> str:
@@ -201,6 +236,10 @@ class Connection:
         scope[SCOPE_KEY] = connection
         return connection, connection.send
 
+    def release(self) -> None:
+        """Forget the server's ``send`` once the app returned: a later send is dropped."""
+        self._send = _gone
+
     @property
     def user(self) -> Any:
         """``scope["user"]``, set by the auth layer, or None."""
@@ -282,30 +321,31 @@ class Connection:
         error: MessageError,
         message: str,
         *,
-        to: Any = None,
-        message_id: Any = None,
+        to: object = None,
         count: bool = True,
+        message_id: Any = _UNSET,
         **extra: Any,
     ) -> None:
         """Answer one message with an error frame in the client's shape; the connection stays.
 
-        For any handler, :class:`~wsgate.GatedEndpoint` or not (FastAPI, Litestar, raw ASGI):
-        ``scope["wsgate.connection"].send_error(INVALID_PARAMS, "...", to=msg)`` with
-        ``INVALID_PARAMS`` from :mod:`wsgate.error_frames`.
-        The error is counted in the gate's metrics.
+        For any handler, :class:`~wsgate.GatedEndpoint` or not (FastAPI, Litestar, Quart,
+        raw ASGI): ``gate_connection(websocket).send_error(INVALID_PARAMS, "...", to=msg)``
+        with ``INVALID_PARAMS`` from :mod:`wsgate.error_frames`. The error is counted in the
+        gate's metrics.
 
         Args:
             error: The row of the error-frame table.
             message: A sentence for the client saying what is wrong and what to do.
-            to: The message being answered, as ``GatedEndpoint.error`` takes it: its ``id``
-                is echoed, never its content.
-            message_id: The ``id`` to echo, when you have it rather than the message.
+            to: The message being answered (parsed, or its ASGI ``websocket.receive``
+                message), or its ``id``: the ``id`` is echoed, never the content. The same
+                argument as ``GatedEndpoint.error``'s and ``reply``'s.
             count: False when the error was counted already, where it happened.
+            message_id: Deprecated: the ``id`` to echo. Pass it as ``to=`` instead.
             extra: Numbers and names added to the error.
         """
-        if to is not None and message_id is None:
-            message_id = _message_id_of(to)
-        frame = self.error_object(error, message, message_id=message_id, count=count, **extra)
+        if message_id is not _UNSET:
+            _deprecated_message_id("send_error", message_id)
+        frame = self._error_frame(error, message, to, message_id, count, extra)
         # A client that vanished gets nothing; the app learns it from its next receive.
         with contextlib.suppress(OSError):
             await self.send_text(orjson.dumps(frame).decode())
@@ -315,8 +355,9 @@ class Connection:
         error: MessageError,
         message: str,
         *,
-        message_id: Any = None,
+        to: object = None,
         count: bool = True,
+        message_id: Any = _UNSET,
         **extra: Any,
     ) -> dict[str, Any]:
         """The error answering one message, shaped for this connection's format and counted:
@@ -324,16 +365,32 @@ class Connection:
         request that failed. Every error frame wsgate sends is shaped here.
 
         Args:
+            to: The message being answered, or its ``id``, as :meth:`send_error` takes it.
             count: False when the error was counted already, where it happened.
+            message_id: Deprecated: the ``id`` to echo. Pass it as ``to=`` instead.
         """
+        if message_id is not _UNSET:
+            _deprecated_message_id("error_object", message_id)
+        return self._error_frame(error, message, to, message_id, count, extra)
+
+    def _error_frame(
+        self,
+        error: MessageError,
+        message: str,
+        to: object,
+        message_id: Any,
+        count: bool,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
         if count:
             self.count_error(error)
+        answered = answered_id(to) if message_id is _UNSET else message_id
         return error_object(
             error,
             message,
             protocol=self.protocol,
             legacy=self.legacy,
-            message_id=message_id,
+            message_id=answered,
             extra=extra,
         )
 
@@ -387,6 +444,29 @@ class Connection:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open" if self.accepted else "handshake"
         return f"<Connection {self.id} {printable(self.scope.get('path', ''))} {state}>"
+
+
+def gate_connection(connection: HTTPConnection | Mapping[str, Any]) -> Connection:
+    """The :class:`Connection` the gate keeps for a connection it let in, typed for type
+    checkers: what any handler sends an error frame through.
+
+    ``connection`` is the handler's ``WebSocket`` (any Starlette ``HTTPConnection``, FastAPI's
+    included), or the ASGI ``scope`` of any framework (``socket.scope`` in Litestar,
+    ``websocket.scope`` in Quart, the ``scope`` of a plain ASGI app)::
+
+        await gate_connection(websocket).send_error(INVALID_PARAMS, "Say it again.", to=message)
+
+    Raises :class:`~wsgate.NoGateUser` when no gate is in front of the connection.
+    """
+    scope = connection.scope if isinstance(connection, HTTPConnection) else connection
+    found = scope.get(SCOPE_KEY)
+    if not isinstance(found, Connection):
+        raise NoGateUser(
+            f"{printable(scope.get('path', 'this connection'))} has no gate in front of it, so "
+            "it has no wsgate Connection: put the endpoint behind the gate, with gate.route() "
+            "or gate.wrap()."
+        )
+    return found
 
 
 async def _resume(sending: CoroutineType[Any, Any, Any], waiting_on: Any) -> None:

@@ -48,6 +48,7 @@ from wsgate.middleware.connections import ConnectionLimitMiddleware
 from wsgate.middleware.format import FormatMiddleware
 from wsgate.middleware.heartbeat import PING_ID_PREFIX, HeartbeatMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware
+from wsgate.middleware.shedding import LoadSheddingMiddleware
 from wsgate.middleware.size import MessageSizeMiddleware
 
 __all__ = ["discovery_routes"]
@@ -356,6 +357,7 @@ class _Discovery:
         rate = self._layer(RateLimitMiddleware)
         connections = self._layer(ConnectionLimitMiddleware)
         messages = self._layer(FormatMiddleware)
+        shedding = self._layer(LoadSheddingMiddleware)
         return {
             "max_message_bytes": size.max_bytes if size else None,
             "message_size_policy": size.policy if size else None,
@@ -366,6 +368,12 @@ class _Discovery:
             "rate_limit_batch_cost": "one unit per request" if rate else None,
             "max_connections_per_user": connections.max_per_user if connections else None,
             "connection_policy": connections.policy if connections else None,
+            # Load shedding, before any token is verified: each None when off.
+            "connect_rate_per_ip": shedding.connect_rate_per_ip if shedding else None,
+            "connect_rate_per_worker": shedding.connect_rate_per_worker if shedding else None,
+            "max_connections_per_worker": (
+                shedding.max_connections_per_worker if shedding else None
+            ),
             "max_batch": messages.max_batch if messages else None,
             "max_depth": messages.max_depth if messages else None,
         }

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket
 from wsgate import _options, close_codes
 from wsgate._choices import PROTOCOLS
 from wsgate._printable import printable
-from wsgate.connection import Connection, decoded, message_id
+from wsgate.connection import Connection, answered_id, decoded
 from wsgate.error_frames import (
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,
@@ -201,12 +201,13 @@ class GatedEndpoint(WebSocketEndpoint):
     # Replies
 
     async def reply(
-        self, websocket: WebSocket, frame: Mapping[str, Any], *, to: Any = None
+        self, websocket: WebSocket, frame: Mapping[str, Any], *, to: object = None
     ) -> None:
         """Send ``frame`` (``{"type": ..., "payload": ...}``) in the client's format.
 
         A legacy client gets ``{"event": type, "data": payload}``. The ``id`` of ``to``, the
-        message being answered, is echoed unless ``frame`` has an ``id`` of its own.
+        message being answered (or that ``id`` itself), is echoed unless ``frame`` has an
+        ``id`` of its own.
         """
         if self.connection.legacy:
             shaped: dict[str, Any] = {"event": frame["type"]}
@@ -217,7 +218,7 @@ class GatedEndpoint(WebSocketEndpoint):
                     shaped[key] = value
         else:
             shaped = dict(frame)
-        answered = message_id(to)
+        answered = answered_id(to)
         if answered is not None:
             shaped.setdefault("id", answered)
         await websocket.send_text(orjson.dumps(shaped).decode())
@@ -228,7 +229,7 @@ class GatedEndpoint(WebSocketEndpoint):
         error: MessageError,
         message: str,
         *,
-        to: Any = None,
+        to: object = None,
         **extra: Any,
     ) -> None:
         """Send an error frame in the client's shape, echoing the ``id`` of ``to``.
@@ -238,14 +239,14 @@ class GatedEndpoint(WebSocketEndpoint):
         Args:
             error: The row of the error-frame table, e.g. ``wsgate.error_frames.INVALID_MESSAGE``.
             message: A sentence for the client saying what is wrong and what to do.
-            to: The message being answered.
+            to: The message being answered, or its ``id``: only the ``id`` is echoed.
             extra: Numbers and names added to the error.
         """
         self.connection.count_error(error)
         await self._send_error(websocket, error, message, to=to, **extra)
 
     async def _send_error(
-        self, websocket: WebSocket, error: MessageError, message: str, *, to: Any, **extra: Any
+        self, websocket: WebSocket, error: MessageError, message: str, *, to: object, **extra: Any
     ) -> None:
         """Send an error frame already counted (by :meth:`_isolated`)."""
         await self.connection.send_error(error, message, to=to, count=False, **extra)
@@ -351,7 +352,7 @@ class GatedEndpoint(WebSocketEndpoint):
             return self.connection.error_object(
                 outcome.error,
                 outcome.message,
-                message_id=request["id"],
+                to=request,
                 count=False,  # counted where it happened, in _isolated
                 **outcome.extra,
             )

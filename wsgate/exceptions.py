@@ -9,7 +9,7 @@ Every exception wsgate raises on purpose derives from :class:`WSGateError`::
      │    ├── TokenExpired         close 1008 "token_expired"
      │    └── AuthUnavailable      close 1013 "auth_unavailable"
      ├── BackendUnavailable        close 1013 "backend_unavailable"
-     ├── NoGateUser                gate_user() on a connection no gate authenticated
+     ├── NoGateUser                gate_user() or gate_connection() with no gate in front
      └── ErrorReply                an error frame in answer to one message
           └── InvalidParams        error frame "invalid_params"
 
@@ -57,7 +57,8 @@ class ConfigurationError(WSGateError, ValueError):
 
 
 class NoGateUser(WSGateError, LookupError):
-    """:func:`~wsgate.gate_user` was given a connection that no gate authenticated.
+    """:func:`~wsgate.gate_user` or :func:`~wsgate.gate_connection` was given a connection
+    that no gate authenticated.
 
     A programming error, never a client's: the endpoint is not behind a
     :class:`~wsgate.Gate` (or an :class:`~wsgate.AuthMiddleware`).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeGuard, TypeVar, cast
 
 from starlette.routing import WebSocketRoute, websocket_session
@@ -12,6 +13,7 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from wsgate._window import LocalStorage
+from wsgate._workers import warn_if_limits_multiply
 from wsgate.auth.base import Verifier
 from wsgate.auth.jwks import RemoteJWKS
 from wsgate.auth.jwt import JWTVerifier
@@ -29,8 +31,11 @@ from wsgate.middleware.format import FormatMiddleware
 from wsgate.middleware.heartbeat import HeartbeatMiddleware
 from wsgate.middleware.origin import OriginMiddleware
 from wsgate.middleware.ratelimit import RateLimitMiddleware
+from wsgate.middleware.revocation import RevocationMiddleware
+from wsgate.middleware.shedding import LoadSheddingMiddleware, WorkerLoad
 from wsgate.middleware.size import MessageSizeMiddleware
 from wsgate.registry import Registry
+from wsgate.revocation import Revoked, revoke
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -71,12 +76,13 @@ class Endpoint:
 class Gate:
     """Every wsgate check in front of an endpoint or a whole app, from one :class:`GateConfig`.
 
-    The chain, outermost first: origin, your ``before_auth`` checks, authentication, your
-    ``after_auth`` checks, per-user connection limit, message size, heartbeat and timeouts,
-    rate limit, message format, your message checks, then the app. A refusal by an outer
-    check means the inner ones never run, and a message refused by one check never reaches
-    the next. State shared between connections (the backend: the rate-limit storage and the
-    connection registry) belongs to the gate, so every endpoint it wraps shares it.
+    The chain, outermost first: origin, load shedding, your ``before_auth`` checks,
+    authentication, revocation, your ``after_auth`` checks, per-user connection limit, message size,
+    heartbeat and timeouts, rate limit, message format, your message checks, then the app.
+    A refusal by an outer check means the inner ones never run, and a message refused by one
+    check never reaches the next. State shared between connections (the backend: the
+    rate-limit storage and the connection registry; the per-worker counts of load shedding)
+    belongs to the gate, so every endpoint it wraps shares it.
 
     The gate builds each middleware from the config, as you would to use it alone
     (:meth:`layers` returns them), and :meth:`wrap` runs them all as checks of one
@@ -140,6 +146,10 @@ class Gate:
         self.rate_storage = self.backend.rate_storage
         # Where rate limits are counted while a shared storage fails: in this process.
         self.rate_fallback = LocalStorage() if self.backend.shared else None
+        # In memory, every limit is per process: several workers multiply them.
+        warn_if_limits_multiply(self.backend.shared)
+        # What this worker process counts to shed connect storms, for all its endpoints.
+        self.worker_load = WorkerLoad()
         self.endpoints: list[Endpoint] = []
         self.metrics = metrics if metrics is not None else default_metrics(self.config)
         self._layers: list[object] = []
@@ -226,6 +236,7 @@ class Gate:
                 close_after=config.rate_limit_close_after,
                 fallback=self.rate_fallback,
                 max_batch=config.max_batch,
+                lease=config.rate_limit_lease,
             )
         heartbeat = HeartbeatMiddleware(
             app,
@@ -260,8 +271,38 @@ class Gate:
             query_param=config.query_param,
             reject_before_accept=config.reject_before_accept,
         )
+        revocation = RevocationMiddleware(
+            app,
+            revocations=self.backend.revocations,
+            reject_before_accept=config.reject_before_accept,
+        )
         origin = origin_check(config, app)
-        chain = (origin, auth, limit, size, heartbeat, rate, format_layer, *self.checks)
+        shedding = None
+        if (
+            config.connect_rate_per_ip is not None
+            or config.connect_rate_per_worker is not None
+            or config.max_connections_per_worker is not None
+        ):
+            shedding = LoadSheddingMiddleware(
+                app,
+                connect_rate_per_ip=config.connect_rate_per_ip,
+                connect_rate_per_worker=config.connect_rate_per_worker,
+                max_connections_per_worker=config.max_connections_per_worker,
+                storage=self.rate_storage,
+                load=self.worker_load,
+            )
+        chain = (
+            origin,
+            shedding,
+            auth,
+            revocation,
+            limit,
+            size,
+            heartbeat,
+            rate,
+            format_layer,
+            *self.checks,
+        )
         metrics = MetricsMiddleware(
             app,
             metrics=self.metrics,
@@ -302,6 +343,19 @@ class Gate:
         else:
             app = cast(ASGIApp, endpoint)
         return WebSocketRoute(path, self.wrap(app, path=path, **options))
+
+    async def revoke(
+        self,
+        user: str,
+        *,
+        jti: str | None = None,
+        until: datetime | None = None,
+        for_seconds: float | None = None,
+    ) -> Revoked:
+        """Revoke ``user``, or only its token ``jti``, in every worker that shares the gate's
+        storage: its open connections close with 4003 ``revoked``, and its handshakes are
+        refused until the revocation ends. See :func:`wsgate.revoke` for the arguments."""
+        return await revoke(self.backend, user, jti=jti, until=until, for_seconds=for_seconds)
 
     async def backend_health(self) -> dict[str, Any]:
         """The state of the shared-state backend, for the health endpoint.

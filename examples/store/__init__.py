@@ -14,13 +14,15 @@ per-message scope: committed when the handler succeeds, rolled back when it fail
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from examples.store.memory import MemoryChatStore
 
-__all__ = ["DEFAULT_DATABASE_URL", "ChatSession", "ChatStore", "open_store"]
+__all__ = ["DEFAULT_DATABASE_URL", "ChatSession", "ChatStore", "StartOnce", "open_store"]
 
 logger = logging.getLogger("examples.store")
 
@@ -49,6 +51,40 @@ class ChatStore(Protocol):
     def session(self) -> AbstractAsyncContextManager[ChatSession]:
         """One unit of work: committed if the block succeeds, rolled back if it raises."""
         ...
+
+
+class StartOnce:
+    """``store``, started once: by the app's lifespan, or else by the first session.
+
+    A server that runs no lifespan (daphne) never calls :meth:`start`; the first message that
+    needs the store starts it then. Connections whose first such messages arrive together
+    wait for that one start, and the next ones find the store started.
+    """
+
+    def __init__(self, store: ChatStore) -> None:
+        self.store = store
+        self.started = False
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Start the store, as the lifespan does; again when called again (an operator
+        recreating a lost table), since a store's start is idempotent."""
+        async with self._starting:
+            await self.store.start()
+            self.started = True
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[ChatSession]:
+        if not self.started:
+            async with self._starting:
+                if not self.started:  # another connection's session started it meanwhile
+                    await self.store.start()
+                    self.started = True
+        async with self.store.session() as session:
+            yield session
 
 
 def open_store(url: str | None = None) -> ChatStore:

@@ -17,6 +17,7 @@ const {
   backoffDelay,
   closeInfo,
   openSocket,
+  reasonFrame,
   socketProtocols,
   tokenProtocol,
 } = wsgate;
@@ -86,6 +87,7 @@ describe("openSocket", () => {
       constructor(url, protocols) {
         opened.push({ url, protocols });
       }
+      addEventListener() {}
     };
     try {
       openSocket("wss://api.example.com/ws", { token: "a", protocols: ["chat"] });
@@ -166,6 +168,109 @@ describe("closeInfo", () => {
       assert.equal(info.reason, event.reason ?? "");
     }
     assert.equal(closeInfo({ code: 4999 }).hint, "Closed with code 4999; not reconnecting.");
+  });
+});
+
+/** A stand-in for the browser's WebSocket that can receive messages and a close. */
+class FakeSocket extends EventTarget {
+  receive(data) {
+    this.dispatchEvent(new MessageEvent("message", { data }));
+  }
+  close(code, reason = "") {
+    const event = new Event("close");
+    Object.assign(event, { code, reason });
+    this.dispatchEvent(event);
+    return event;
+  }
+}
+
+function openFake() {
+  globalThis.WebSocket = FakeSocket;
+  try {
+    return openSocket("wss://api.example.com/ws", { token: "a", protocols: ["chat"] });
+  } finally {
+    delete globalThis.WebSocket;
+  }
+}
+
+/** The error frame wsgate sends on daphne just before closing with `closeCode`. */
+function daphneFrame(reason, closeCode) {
+  return JSON.stringify({ type: "error", error: { code: reason, message: "Why.", close_code: closeCode } });
+}
+
+describe("servers that drop close reasons (daphne)", () => {
+  test("the reason comes from the last error frame, and a refusal stays terminal", () => {
+    for (const [reason, code] of [
+      ["invalid_token", 4108],
+      ["auth_required", 4108],
+      ["token_expired", 4108],
+      ["user_mismatch", 4108],
+      ["rate_limit_abuse", 4108],
+      ["subprotocol_required", 4102],
+      ["connection_limit", 4008],
+      ["idle_timeout", 4001],
+    ]) {
+      const ws = openFake();
+      ws.receive(JSON.stringify({ type: "echo", payload: 1 }));
+      ws.receive(daphneFrame(reason, code));
+      const info = closeInfo(ws.close(code));
+      assert.deepEqual(info, { code, reason, known: true, retry: "never", hint: CLOSE_CODES[reason].hint });
+    }
+  });
+
+  test("passing trouble read from the frame is still retried", () => {
+    for (const [reason, code] of [
+      ["auth_unavailable", 4113],
+      ["backend_unavailable", 4113],
+      ["slow_consumer", 4113],
+      ["internal_error", 4111],
+      ["message_too_large", 4109],
+      ["heartbeat_timeout", 4000],
+    ]) {
+      const ws = openFake();
+      ws.receive(daphneFrame(reason, code));
+      const info = closeInfo(ws.close(code));
+      assert.equal(info.reason, reason);
+      assert.equal(info.known, true);
+      assert.equal(info.retry, "backoff", reason);
+    }
+  });
+
+  test("a frame for another code, or a reason in the close, wins over nothing", () => {
+    const ws = openFake();
+    ws.receive(daphneFrame("invalid_token", 4108));
+    const other = closeInfo(ws.close(4113));
+    assert.equal(other.reason, ""); // the frame announced another close: not this one's reason
+    assert.equal(other.retry, "backoff");
+    const own = closeInfo(ws.close(1008, "token_expired"));
+    assert.equal(own.reason, "token_expired"); // a server that sends reasons is believed
+  });
+
+  test("without the frame, 4108 alone is still terminal", () => {
+    const ws = openFake();
+    const info = closeInfo(ws.close(4108));
+    assert.equal(info.known, false);
+    assert.equal(info.retry, "never");
+  });
+
+  test("a socket not from openSocket() passes the frame itself", () => {
+    const frame = reasonFrame(daphneFrame("invalid_token", 4108));
+    assert.deepEqual(frame, { reason: "invalid_token", code: 4108 });
+    assert.equal(closeInfo({ code: 4108 }, frame).reason, "invalid_token");
+    assert.equal(closeInfo({ code: 4108 }, frame).retry, "never");
+  });
+
+  test("other messages are not reason frames", () => {
+    const others = [
+      JSON.stringify({ type: "error", error: { code: "rate_limited", message: "Slow down." } }),
+      JSON.stringify({ type: "said", text: '"close_code"' }),
+      JSON.stringify({ type: "error", error: { code: 7, close_code: 4108 } }),
+      JSON.stringify({ type: "error", error: { code: "x", close_code: "4108" } }),
+      '{"close_code": ',
+      "null",
+      new ArrayBuffer(4),
+    ];
+    for (const data of others) assert.equal(reasonFrame(data), null, String(data));
   });
 });
 

@@ -1,7 +1,9 @@
 """The backend contract, run against every backend, and the factory that chooses one.
 
 A new backend joins by adding one entry to ``BACKENDS``; the contract tests then run
-against it. Redis runs on a real redis-server of the tests' own (``tests/redis/server.py``).
+against it. Redis runs on real servers of the tests' own: one redis-server
+(``tests/redis/server.py``), a three-primary Redis Cluster and a Sentinel-managed primary
+(``tests/redis/cluster.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 import wsgate.backends
 import wsgate.backends.redis
+from tests.redis.cluster import LocalCluster, LocalSentinel
 from tests.redis.server import RedisServer, eventually
 from wsgate import ConfigurationError
 from wsgate._window import LocalStorage
@@ -43,7 +46,8 @@ KEY = "wsgate:conn:user:alice"
 RATE = limits.parse("2/minute")
 INVALID = (
     "storage must be 'memory://' or a Redis URL such as 'redis://localhost:6379/0', "
-    "'rediss://...' or 'unix:///path/redis.sock', not {}."
+    "'rediss://...', 'unix:///path/redis.sock', 'redis+cluster://host:port,host:port' or "
+    "'redis+sentinel://host:port,host:port/service', not {}."
 )
 
 Make = Callable[[], Backend]
@@ -60,9 +64,25 @@ def redis_uri(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+def cluster_uri(request: pytest.FixtureRequest) -> str:
+    """A real three-primary Redis Cluster of the tests' own, emptied first."""
+    cluster: LocalCluster = request.getfixturevalue("cluster")
+    cluster.flush()
+    return cluster.url
+
+
+def sentinel_uri(request: pytest.FixtureRequest) -> str:
+    """A real primary, its replica and a Sentinel, the primary emptied first."""
+    sentinel: LocalSentinel = request.getfixturevalue("shared_sentinel")
+    sentinel.primary.command("FLUSHALL")
+    return sentinel.url
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "memory": memory_uri,
     "redis": redis_uri,
+    "cluster": cluster_uri,
+    "sentinel": sentinel_uri,
 }
 
 
@@ -242,6 +262,12 @@ async def test_memory_uris(uri: str) -> None:
         "async+rediss://127.0.0.1:6380/0",
         "async+unix:///tmp/redis.sock",
         "REDIS://127.0.0.1:6379/0",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        "rediss+cluster://:hunter2@127.0.0.1:7000",
+        "async+redis+cluster://127.0.0.1:7000",
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/main",
+        "rediss+sentinel://:hunter2@127.0.0.1:26379/main",
+        "async+redis+sentinel://127.0.0.1:26379/main",
     ],
 )
 async def test_redis_uris_build_without_connecting(uri: str) -> None:
@@ -255,6 +281,36 @@ async def test_redis_uris_build_without_connecting(uri: str) -> None:
         await backend.aclose()
 
 
+@pytest.mark.parametrize("mode", ["cluster", "sentinel"])
+async def test_tls_and_the_password_reach_every_client(mode: str) -> None:
+    backend = backend_from_uri(f"rediss+{mode}://:hunter2@127.0.0.1:7000,127.0.0.1:7001/main")
+    assert isinstance(backend, wsgate.backends.redis.RedisBackend)
+    try:
+        registry: Any = backend.registry._client
+        rates: Any = backend.rate_storage
+        if mode == "cluster":
+            managers = [registry.nodes_manager, rates.bridge.storage.nodes_manager]
+            assert [sorted(manager.startup_nodes) for manager in managers] == [
+                ["127.0.0.1:7000", "127.0.0.1:7001"]
+            ] * 2
+            settings = [
+                (manager.connection_kwargs, manager.connection_kwargs["connection_class"])
+                for manager in managers
+            ]
+        else:
+            assert registry.connection_pool.service_name == "main"
+            sentinels = registry.connection_pool.sentinel_manager.sentinels
+            pools = [registry.connection_pool, rates.bridge.storage.connection_pool]
+            pools += [sentinel.connection_pool for sentinel in sentinels]
+            settings = [(pool.connection_kwargs, pool.connection_class) for pool in pools]
+        for kwargs, connection_class in settings:
+            assert kwargs["password"] == "hunter2"
+            assert "SSL" in connection_class.__name__
+            assert kwargs["socket_timeout"] == 2.0
+    finally:
+        await backend.aclose()
+
+
 def test_every_scheme_is_one_kind() -> None:
     kinds = {scheme: backend_kind(scheme + "x") for scheme in SCHEMES}
     assert kinds == {
@@ -262,6 +318,10 @@ def test_every_scheme_is_one_kind() -> None:
         "redis://": "redis",
         "rediss://": "redis",
         "unix://": "redis",
+        "redis+cluster://": "redis",
+        "rediss+cluster://": "redis",
+        "redis+sentinel://": "redis",
+        "rediss+sentinel://": "redis",
     }
     assert all(backend_kind(f"async+{scheme}x") == kinds[scheme] for scheme in SCHEMES)
 
@@ -270,7 +330,7 @@ def test_every_scheme_is_one_kind() -> None:
     ("uri", "shown"),
     [
         ("postgres://admin:hunter2@db:5432/app", "'postgres://admin:***@db:5432/app'"),
-        ("redis+sentinel://127.0.0.1:26379/main", "'redis+sentinel://127.0.0.1:26379/main'"),
+        ("redis+valkey://127.0.0.1:26379/main", "'redis+valkey://127.0.0.1:26379/main'"),
         ("memory", "'memory'"),
         ("redis:127.0.0.1", "'redis:127.0.0.1'"),
         ("", "''"),
@@ -300,9 +360,24 @@ def test_bad_options_are_refused_by_name(uri: str, options: dict[str, Any], mess
         backend_from_uri(uri, **options)
 
 
-def test_a_redis_url_that_redis_cannot_read_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="is not a Redis URL"):
-        backend_from_uri("redis://:hunter2@127.0.0.1:notaport/0")
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("redis://:hunter2@127.0.0.1:notaport/0", "is not a Redis URL"),
+        (
+            "redis+cluster://:hunter2@127.0.0.1:7000,127.0.0.1",
+            "'127.0.0.1' is not a host:port; write 'redis+cluster://host:port[,host:port...]'",
+        ),
+        (
+            "redis+sentinel://:hunter2@127.0.0.1:26379",
+            "it names no service; write 'redis+sentinel://host:port[,...]/service_name'",
+        ),
+    ],
+)
+def test_a_redis_url_that_redis_cannot_read_is_refused(uri: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(says)) as refused:
+        backend_from_uri(uri)
+    assert "hunter2" not in str(refused.value)
 
 
 def test_redis_without_its_client_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -349,10 +424,9 @@ def test_the_lua_scripts_are_package_resources() -> None:
     assert names == [
         "add.lua",
         "count.lua",
-        "goodbye.lua",
         "now.lua",
         "owner_of.lua",
-        "remove.lua",
         "sync.lua",
         "total.lua",
+        "worker.lua",
     ]

@@ -9,11 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from fastapi.routing import APIWebSocketRoute
 from starlette.requests import HTTPConnection
 
-from wsgate import AuthMiddleware, ConfigurationError, Connection, Gate, GateConfig, NoGateUser
+from wsgate import (
+    AuthMiddleware,
+    ConfigurationError,
+    Connection,
+    Gate,
+    GateConfig,
+    NoGateUser,
+    discovery_routes,
+)
 from wsgate.error_frames import METHOD_NOT_FOUND
 from wsgate.fastapi import GateUserDep, current_gate_user, gated_websocket
 from wsgate.testing import HandshakeRejected, LiveServer, TokenFactory, WSClient
@@ -181,6 +191,98 @@ async def test_the_routers_own_prefix_and_dependencies_are_kept(gate: Gate) -> N
             assert await ws.receive_json() == {"room": 7, "user": "ann"}
         assert seen == ["/rooms/7/ann"]
     assert [endpoint.path for endpoint in gate.endpoints] == ["/rooms/{room}/{user_id}"]
+
+
+def tenant_router(gate: Gate) -> APIRouter:
+    """A gated /ws/{user_id} whose handler takes a path parameter its inclusion's prefix
+    declares, and reports the dependencies that ran."""
+    router = APIRouter()
+
+    @gated_websocket(router, "/ws/{user_id}", gate=gate)
+    async def tenant_chat(
+        websocket: WebSocket, tenant: str, user_id: str, user: GateUserDep
+    ) -> None:
+        await websocket.accept()
+        payload = {"tenant": tenant, "path_user": user_id, "user": user.identity}
+        await websocket.send_json({"type": "whoami", "payload": payload})
+        await websocket.close()
+
+    return router
+
+
+async def test_an_inclusions_dependencies_and_prefix_parameters_reach_a_gated_route(
+    gate: Gate,
+) -> None:
+    seen: list[str] = []
+
+    def included(connection: HTTPConnection) -> None:
+        seen.append(f"included {connection.path_params['tenant']}")
+
+    def outer(connection: HTTPConnection) -> None:
+        seen.append("outer")
+
+    api = APIRouter()
+    api.include_router(tenant_router(gate), prefix="/t/{tenant}", dependencies=[Depends(included)])
+    app = FastAPI()
+    app.include_router(api, prefix="/api", dependencies=[Depends(outer)])
+    with LiveServer(app) as server:
+        path = "/api/t/acme/ws/ann"
+        async with WSClient(server.ws(path)) as ws:
+            assert await ws.wait_closed() == (1008, "auth_required")
+        async with WSClient(server.ws(path), token=TOKENS.valid("bob")) as ws:
+            assert await ws.wait_closed() == (1008, "user_mismatch")  # the path-user check
+        assert seen == []  # the gate runs before any dependency, the inclusions' too
+        async with WSClient(server.ws(path), token=TOKENS.valid("ann")) as ws:
+            assert await ws.receive_json() == {
+                "type": "whoami",
+                "payload": {"tenant": "acme", "path_user": "ann", "user": "ann"},
+            }
+        assert seen == ["outer", "included acme"]
+
+
+async def test_the_discovery_document_lists_a_gated_route_at_its_full_path(gate: Gate) -> None:
+    app = FastAPI(routes=discovery_routes(gate))
+    app.include_router(tenant_router(gate), prefix="/t/{tenant}")
+    app.include_router(chat_router(gate), prefix="/api")
+    with LiveServer(app) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            document = (await client.get("/ws/config")).json()
+    assert sorted(endpoint["path"] for endpoint in document["endpoints"]) == [
+        "/api/ws/chat/{user_id}",
+        "/t/{tenant}/ws/{user_id}",
+    ]
+
+
+async def test_a_router_included_twice_is_published_at_both_paths(gate: Gate) -> None:
+    router = chat_router(gate)
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    app.include_router(router, prefix="/v2")
+    with LiveServer(app) as server:
+        for version in ("v1", "v2"):
+            answer = await whoami(server, f"/{version}/ws/chat/ann", "ann")
+            assert answer["payload"] == {"user": "ann", "path_user": "ann"}
+    paths = [endpoint.path for endpoint in gate.endpoints]
+    assert paths == ["/v1/ws/chat/{user_id}", "/v2/ws/chat/{user_id}"]
+
+
+async def test_the_handlers_own_route_refuses_a_connection_without_the_gate(
+    gate: Gate, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A router that kept the handler's FastAPI route and dropped the gated one in front of
+    it must not serve the handler ungated."""
+    router = chat_router(gate)
+    handlers_own = [route for route in router.routes if type(route) is APIWebSocketRoute]
+    app = FastAPI()
+    app.router.routes.extend(handlers_own)
+    with (
+        LiveServer(app) as server,
+        caplog.at_level(logging.ERROR),
+        pytest.raises(HandshakeRejected) as refused,
+    ):
+        await WSClient(server.ws("/ws/chat/ann"), token=TOKENS.valid("ann")).connect()
+    assert refused.value.status == 500
+    assert "without its gate" in caplog.text
 
 
 async def test_json_is_checked_by_default_and_protocol_none_turns_it_off() -> None:

@@ -86,12 +86,30 @@ class RedisServer:
 
     :meth:`stop` and :meth:`start` again bring it back on the same port, empty, as a Redis
     without persistence comes back from a restart.
+
+    Args:
+        directory: Where its log (and any file it writes) goes.
+        options: More ``--name value`` options (a cluster node's, a replica's).
+        config: A configuration file to start from (a Sentinel's, which it rewrites).
+        sentinel: Run it as a Sentinel.
+        port: The port to start on; by default a free one.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        options: Mapping[str, str] | None = None,
+        config: Path | None = None,
+        sentinel: bool = False,
+        port: int = 0,
+    ) -> None:
         self.binary = require_redis()
         self.directory = directory
-        self.port = 0
+        self.options = dict(options or {})
+        self.config = config
+        self.sentinel = sentinel
+        self.port = port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,8 +127,13 @@ class RedisServer:
                 "appendonly": "no",
                 "dir": str(self.directory),
                 "daemonize": "no",
+                **self.options,
             }
             argv = [self.binary]
+            if self.config is not None:
+                argv.append(str(self.config))
+            if self.sentinel:
+                argv.append("--sentinel")
             for name, value in options.items():
                 argv += [f"--{name}", value]
             self._process = subprocess.Popen(
@@ -146,6 +169,13 @@ class RedisServer:
         if process is None or process.poll() is not None:
             return
         stop_process(process)
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown; it comes back empty from :meth:`start`."""
+        process, self._process = self._process, None
+        assert process is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
 
     def command(self, *args: str) -> object:
         """Run one command with a synchronous client, for a test's setup or wait."""

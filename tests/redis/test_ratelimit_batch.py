@@ -15,8 +15,6 @@ import pytest
 import redis
 from limits.aio.storage import (
     MemoryStorage,
-    RedisClusterStorage,
-    RedisSentinelStorage,
     RedisStorage,
     Storage,
 )
@@ -206,8 +204,15 @@ def kinds(answers: list[dict[str, Any]]) -> list[str]:
 # Which storages are batched
 
 
-async def test_limits_own_redis_storage_is_batched_for_every_strategy() -> None:
-    url = f"redis://{HOST}:{free_port()}/0"  # no connection is made to build them
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://{HOST}:{free_port()}/0",  # no connection is made to build them
+        f"redis+cluster://{HOST}:{free_port()},{HOST}:{free_port()}",
+        f"redis+sentinel://{HOST}:{free_port()}/main",
+    ],
+)
+async def test_limits_own_redis_storages_are_batched_for_every_strategy(url: str) -> None:
     for strategy in STRATEGIES:
         middleware = RateLimitMiddleware(echo, strategy=strategy, storage=rate_storage(url))
         assert isinstance(middleware.batch, RedisHits), strategy
@@ -223,8 +228,6 @@ async def test_anything_else_keeps_the_per_message_path(monkeypatch: pytest.Monk
         "memory://",
         MemoryStorage(),
         Audited(f"async+{url}", implementation="redispy"),
-        RedisClusterStorage(f"async+redis+cluster://{HOST}:7000", implementation="redispy"),
-        RedisSentinelStorage(f"async+redis+sentinel://{HOST}:26379/main", implementation="redispy"),
     ]
     for storage in others:
         assert RateLimitMiddleware(echo, storage=storage).batch is None, storage

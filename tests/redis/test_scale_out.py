@@ -183,7 +183,7 @@ async def test_redis_down_follows_the_policy_and_the_gate_recovers(tmp_path: Pat
             # The workers registered their connections again, those opened during the outage
             # too, so the limit holds across processes again.
             async def entries_of_wes() -> object:
-                return redis.command("ZCARD", "wsgate:conn:user:wes")
+                return redis.command("ZCARD", "{wsgate:conn:user:wes}")
 
             await eventually(entries_of_wes, 3, within=15)
             await connect(stack, fail_closed, "wes")

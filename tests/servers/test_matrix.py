@@ -245,3 +245,29 @@ async def test_the_servers_cap_on_message_size(running: Running) -> None:
             assert frame["error"]["code"] == "message_too_large"
             await ws.send_json({"type": "echo", "payload": 1})
             assert (await ws.receive_json())["payload"] == 1
+
+
+async def test_messages_that_need_the_chat_store(running: Running) -> None:
+    """``say`` and ``history`` use the example's store, which the lifespan starts, or the
+    first of them where the server runs no lifespan (daphne). Two connections whose first
+    such messages arrive together start it once."""
+    room = f"store-{running.server.name}"
+    speakers = [
+        WSClient(f"{running.url}/ws/secure", token=TOKENS.valid(name)) for name in ("ann", "bob")
+    ]
+    try:
+        for speaker in speakers:
+            await speaker.connect()
+            await speaker.send_json({"type": "join", "room": room})
+            assert (await speaker.expect("joined"))["room"] == room
+        for speaker, text in zip(speakers, ("one", "two"), strict=True):
+            await speaker.send_json({"type": "say", "room": room, "text": text})
+        for speaker in speakers:
+            said = [(await speaker.expect("said"))["text"] for _ in range(2)]
+            assert sorted(said) == ["one", "two"]
+        await speakers[0].send_json({"type": "history", "room": room})
+        history = (await speakers[0].expect("history"))["payload"]
+        assert sorted(entry["text"] for entry in history) == ["one", "two"]
+    finally:
+        for speaker in speakers:
+            await speaker.close()

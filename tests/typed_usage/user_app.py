@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import litestar
+import quart
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute, websocket_session
 from starlette.websockets import WebSocket
@@ -25,10 +27,13 @@ from wsgate import (
     NoGateUser,
     RemoteJWKS,
     RemoteVerifier,
+    decoded,
     discovery_routes,
+    gate_connection,
     gate_user,
     rpc_method,
 )
+from wsgate.error_frames import METHOD_NOT_FOUND
 from wsgate.testing import LiveServer, TokenFactory, WSClient
 
 # Configuration: lists are sequences, overrides are typed.
@@ -85,6 +90,33 @@ def in_plain_asgi(scope: dict[str, Any]) -> str | None:
         return gate_user(scope).identity
     except NoGateUser:
         return None
+
+
+# Litestar and Quart: their scopes and messages are TypedDicts, taken as they are, no cast.
+@litestar.websocket("/ws/litestar/{user_id:str}")
+async def in_litestar(socket: litestar.WebSocket[GateUser, Any, Any]) -> None:
+    user: GateUser = gate_user(socket.scope)
+    await socket.accept()
+    message = await socket.receive()
+    value: Any = decoded(message)
+    await gate_connection(socket.scope).send_error(
+        METHOD_NOT_FOUND, f"No such type: {value['type']}.", to=message
+    )
+    await socket.send_json({"user": user.identity})
+
+
+quart_app = quart.Quart(__name__)
+
+
+@quart_app.websocket("/ws/quart")
+async def in_quart() -> None:
+    user: GateUser = gate_user(quart.websocket.scope)
+    message: Any = await quart.websocket.receive_json()
+    await gate_connection(quart.websocket.scope).send_error(METHOD_NOT_FOUND, "No.", to=message)
+    await gate_connection(quart.websocket.scope).send_error(
+        METHOD_NOT_FOUND, "No.", to=message["id"]
+    )
+    await quart.websocket.send_json({"user": user.identity})
 
 
 class Chat(GatedEndpoint):

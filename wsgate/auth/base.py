@@ -9,7 +9,6 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from starlette.authentication import BaseUser
 from starlette.requests import HTTPConnection
-from starlette.types import Scope
 
 from wsgate.exceptions import InvalidToken, NoGateUser
 
@@ -74,11 +73,12 @@ class GateUser(BaseUser):
         return f"GateUser({self.identity!r}, is_dev={self.is_dev})"
 
 
-def gate_user(connection: HTTPConnection | Scope) -> GateUser:
+def gate_user(connection: HTTPConnection | Mapping[str, Any]) -> GateUser:
     """The :class:`GateUser` of a connection the gate let in, typed for type checkers.
 
     ``connection`` is the endpoint's ``WebSocket`` (any Starlette ``HTTPConnection``), or the
-    ASGI ``scope`` of a plain ASGI app. ``websocket.user`` holds the same object, typed
+    ASGI ``scope`` of any framework: ``socket.scope`` in Litestar, ``websocket.scope`` in
+    Quart, the ``scope`` of a plain ASGI app. ``websocket.user`` holds the same object, typed
     ``Any``::
 
         user = gate_user(websocket)

@@ -6,8 +6,10 @@ it hands over evictions that another process decided (:meth:`Backend.on_eviction
 release it (:meth:`Backend.aclose`). :func:`backend_from_uri` builds one from a storage URI:
 
 * ``memory://``: :class:`MemoryBackend`, this process's memory (the default);
-* ``redis://``, ``rediss://``, ``unix://``: :class:`~wsgate.backends.redis.RedisBackend`,
-  shared by every worker process and host (the ``redis`` extra; imported only when used).
+* ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` (a Redis Cluster),
+  ``redis+sentinel://`` (the primary Sentinel names), the last two also as ``rediss+...``:
+  :class:`~wsgate.backends.redis.RedisBackend`, shared by every worker process and host
+  (the ``redis`` extra; imported only when used).
 
 A backend that cannot answer and is told to fail closed raises :class:`BackendUnavailable`,
 which the connection-limit layer turns into close 1013 ``backend_unavailable`` for the new

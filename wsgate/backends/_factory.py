@@ -11,15 +11,22 @@ from wsgate.exceptions import ConfigurationError
 
 __all__ = ["SCHEMES", "backend_from_uri", "backend_kind", "invalid_storage", "split_scheme"]
 
-SCHEMES: Final[tuple[str, ...]] = ("memory://", "redis://", "rediss://", "unix://")
+SCHEMES: Final[tuple[str, ...]] = (
+    "memory://",
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
 """The storage URIs a backend is built from: memory, Redis, Redis over TLS, Redis on a Unix
-socket. Each may also be spelled the ``limits`` way, with ``async+`` in front."""
+socket, a Redis Cluster, and the primary that Redis Sentinel names (the last two also over
+TLS). Each may also be spelled the ``limits`` way, with ``async+`` in front."""
 
 _KINDS: Final[dict[str, Literal["memory", "redis"]]] = {
-    "memory": "memory",
-    "redis": "redis",
-    "rediss": "redis",
-    "unix": "redis",
+    scheme.removesuffix("://"): "memory" if scheme == "memory://" else "redis" for scheme in SCHEMES
 }
 
 
@@ -35,7 +42,8 @@ def invalid_storage(uri: object) -> ConfigurationError:
     shown = _options.redacted_url(uri) if isinstance(uri, str) else uri
     return ConfigurationError(
         "storage must be 'memory://' or a Redis URL such as 'redis://localhost:6379/0', "
-        f"'rediss://...' or 'unix:///path/redis.sock', not {shown!r}."
+        "'rediss://...', 'unix:///path/redis.sock', 'redis+cluster://host:port,host:port' or "
+        f"'redis+sentinel://host:port,host:port/service', not {shown!r}."
     )
 
 
@@ -62,10 +70,14 @@ def backend_from_uri(
     """The backend that the storage ``uri`` names, as ``GateConfig.storage`` gives it.
 
     Args:
-        uri: ``memory://``, ``redis://host:6379/0``, ``rediss://...`` (TLS) or
-            ``unix:///path/redis.sock``, each also with ``async+`` in front. Redis needs the
-            ``redis`` extra (``pip install 'wsgate[redis]'``); no connection is made until
-            the backend is first used.
+        uri: ``memory://``, ``redis://host:6379/0``, ``rediss://...`` (TLS),
+            ``unix:///path/redis.sock``, ``redis+cluster://host:port[,host:port...]`` (a
+            Redis Cluster) or ``redis+sentinel://host:port[,host:port...]/service`` (the
+            primary that Sentinel names; both also as ``rediss+...``), each also with
+            ``async+`` in front. A password goes before the hosts
+            (``redis+cluster://:secret@host:port,...``). Redis needs the ``redis`` extra
+            (``pip install 'wsgate[redis]'``); no connection is made until the backend is
+            first used.
         registry_ttl: How long a dead worker's registry entries keep counting, at most, in
             seconds (Redis only).
         backend_policy: ``"fail_open"`` or ``"fail_closed"``: what the gate does while Redis

@@ -7,9 +7,15 @@ about 300 µs a pipeline and 35-40 µs a hit in it. A hit runs the very script, 
 keys and arguments, that ``limits``' own strategy would send, and its reply is read the same
 way, so that processes using plain ``limits`` on the same Redis share the budgets.
 
-Only what was checked against ``limits``' source is batched: its plain ``RedisStorage`` (no
-cluster, no sentinel) over redis-py, in a ``limits`` 5 whose scripts are the ones read.
-:meth:`RedisHits.of` answers None for anything else, and the caller keeps ``limits``' path.
+Only what was checked against ``limits``' source is batched: its ``RedisStorage``,
+``RedisClusterStorage`` and ``RedisSentinelStorage`` over redis-py, in a ``limits`` 5 whose
+scripts are the ones read. :meth:`RedisHits.of` answers None for anything else, and the caller
+keeps ``limits``' path.
+
+On a Redis Cluster, each hit's keys share a slot (one key, or the sliding window's two, which
+``limits`` puts under one hash tag), and redis-py's cluster pipeline sends the hits of a batch
+to their nodes side by side: a batch still waits for one round trip, the slowest node's, and
+costs one request per node it touches.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from limits.aio.strategies import (
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 __all__ = ["MAX_BATCH", "RedisHits"]
 
@@ -71,13 +78,13 @@ class RedisHits:
     A pipeline that fails (Redis down, a timeout) fails every hit in it with the error, for
     the caller's failure path, and the hits queued meanwhile with it. A pipeline that meets
     a Redis that lost the scripts (a restart) loads them and sends the refused hits again,
-    in one more round trip. A hit whose waiter was cancelled before its batch went out is
+    in two more round trips. A hit whose waiter was cancelled before its batch went out is
     not sent; after, its reply is dropped.
     """
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         script: bytes,
         arguments: Callable[[], list[float]],
         allowed: Callable[[Any], bool],
@@ -100,23 +107,27 @@ class RedisHits:
     def of(cls, limiter: RateLimiter, item: RateLimitItem) -> RedisHits | None:
         """Batched hits for ``limiter`` at ``item``'s rate, or None where batching would not
         be exactly ``limiter.hit`` (then the caller keeps using ``limiter.hit``)."""
-        from limits.aio.storage import RedisStorage
+        from limits.aio.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
         from limits.aio.storage.redis.redispy import RedispyBridge
 
         storage = limiter.storage
         kind = type(limiter)
-        if kind not in _SCRIPTS or type(storage) is not RedisStorage or storage.MODE != "BASIC":
+        exactly = (RedisStorage, RedisClusterStorage, RedisSentinelStorage)
+        if kind not in _SCRIPTS or not isinstance(storage, RedisStorage):
+            return None
+        if type(storage) not in exactly:  # a subclass may send something else
             return None
         bridge = storage.bridge
         if type(bridge) is not RedispyBridge or not _limits_read():
             return None
         from redis.asyncio import Redis
+        from redis.asyncio.cluster import RedisCluster
 
         client = getattr(bridge, "storage", None)
         name, digest = _SCRIPTS[kind]
         text = getattr(getattr(bridge, name, None), "script", None)
         if (
-            not isinstance(client, Redis)
+            not isinstance(client, (Redis, RedisCluster))
             or not isinstance(text, bytes)
             or hashlib.sha1(text, usedforsecurity=False).hexdigest() != digest
         ):
@@ -238,24 +249,28 @@ class RedisHits:
             except ResponseError as exc:
                 replies = [exc]
         else:
-            pipe = self._client.pipeline(transaction=False)
-            for keys, cost, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *arguments, cost)
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._pipelined(batch, arguments)
         missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # Redis restarted, or its scripts were flushed: load, and send again
-            arguments = self._encoded_arguments()
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(self._script)
-            for index in missing:
-                keys, cost, _ = batch[index]
-                pipe.evalsha(self._sha, len(keys), *keys, *arguments, cost)
             try:
-                again: list[Any] = await pipe.execute(raise_on_error=False)
+                # Not in the pipeline: on a cluster, SCRIPT LOAD goes to every primary.
+                await self._client.script_load(self._script)
+                again = await self._pipelined(
+                    [batch[index] for index in missing], self._encoded_arguments()
+                )
             except Exception as exc:
-                again = [None, *(exc for _ in missing)]
-            for index, reply in zip(missing, again[1:], strict=True):
+                again = [exc for _ in missing]
+            for index, reply in zip(missing, again, strict=True):
                 replies[index] = reply
+        return replies
+
+    async def _pipelined(self, batch: list[_Entry], arguments: list[bytes]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, cost, _ in batch:
+            # Not pipe.evalsha, which redis-py refuses in a cluster pipeline; NOSCRIPT replies
+            # are handled by the caller.
+            pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *arguments, cost)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     def _encoded_arguments(self) -> list[bytes]:

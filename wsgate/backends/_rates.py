@@ -26,15 +26,19 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
     scripts and keys of ``limits``' own strategies; any other storage goes through
     ``limits``' async API, a call per message.
 
-    Accepts what users write, ``memory://``, ``redis://host:6379/0``, ``rediss://...`` or
-    ``unix:///path/redis.sock``, as well as the ``limits`` spelling (``async+redis://...``).
-    Redis needs the ``redis`` package (``pip install 'wsgate[redis]'``); no connection is
-    made until the first message. A Redis command gives up after a couple of seconds rather
-    than hold messages up (see :func:`wsgate.backends.redis.connection_pool`).
+    Accepts what users write, ``memory://``, ``redis://host:6379/0``, ``rediss://...``,
+    ``unix:///path/redis.sock``, ``redis+cluster://host:port,...`` or
+    ``redis+sentinel://host:port,.../service`` (``rediss+`` for TLS), as well as the
+    ``limits`` spelling (``async+redis://...``). A Cluster or a Sentinel gets ``limits``' own
+    storage for it, over redis-py's cluster or sentinel client; the hits on it are batched
+    too. Redis needs the ``redis`` package (``pip install 'wsgate[redis]'``); no connection
+    is made until the first message. A Redis command gives up after a couple of seconds
+    rather than hold messages up (see :func:`wsgate.backends.redis.connection_pool`).
 
     Args:
-        connection_pool: A redis-py asyncio connection pool to share, such as a
-            :class:`~wsgate.backends.redis.RedisRegistry`'s; by default Redis gets its own.
+        connection_pool: A redis-py asyncio connection pool to share with one Redis, such as
+            a :class:`~wsgate.backends.redis.RedisRegistry`'s; by default Redis gets its own.
+            A Cluster or Sentinel storage always builds its own clients.
 
     Raises:
         ConfigurationError: for an unknown scheme or a missing Redis client.
@@ -52,12 +56,25 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
                 "pip install 'wsgate[redis]'."
             )
         options["implementation"] = "redispy"  # the client the wsgate[redis] extra installs
-        if connection_pool is None:
-            from wsgate.backends.redis import connection_pool as redis_pool
+        if scheme.endswith(("+cluster", "+sentinel")):
+            from wsgate.backends.redis._pool import TIMEOUTS
 
-            client_scheme = "unix" if scheme == "redis+unix" else scheme
-            connection_pool = redis_pool(client_scheme + rest)
-        options["connection_pool"] = connection_pool
+            connection: dict[str, Any] = dict(TIMEOUTS)
+            if scheme.startswith("rediss"):  # limits has no rediss+ scheme: TLS is an option
+                scheme = scheme.replace("rediss", "redis", 1)
+                connection["ssl"] = True
+            options.update(connection)
+            if scheme.endswith("+sentinel"):
+                options["sentinel_kwargs"] = connection
+                # Every decision on the primary: a replica may lag behind it.
+                options["use_replicas"] = False
+        else:
+            if connection_pool is None:
+                from wsgate.backends.redis import connection_pool as redis_pool
+
+                client_scheme = "unix" if scheme == "redis+unix" else scheme
+                connection_pool = redis_pool(client_scheme + rest)
+            options["connection_pool"] = connection_pool
     try:
         storage = storage_from_string(f"async+{scheme}{rest}", **options)
     except LimitsConfigurationError:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from wsgate._window import LocalStorage
     from wsgate.registry import Registry
+    from wsgate.revocation import Revocations
 
 __all__ = ["BACKEND_POLICIES", "Backend", "BackendPolicy"]
 
@@ -38,12 +39,15 @@ class Backend(ABC):
         rate_storage: The storage for
             :class:`~wsgate.middleware.ratelimit.RateLimitMiddleware`'s ``storage``: the
             in-process windows for memory, a ``limits`` async storage for Redis.
+        revocations: The revoked users and tokens, and how this process hears of new ones
+            (:mod:`wsgate.revocation`).
     """
 
     kind: ClassVar[str]
     shared: ClassVar[bool]
     registry: Registry
     rate_storage: Storage | LocalStorage
+    revocations: Revocations
 
     def on_eviction(self, handler: Callable[[str], bool]) -> None:
         """Have ``handler(connection_id)`` close this process's connections that another
@@ -59,4 +63,5 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Release what the backend holds (connections, background tasks). Call it once, at
         shutdown."""
+        await self.revocations.aclose()
         await self.registry.aclose()

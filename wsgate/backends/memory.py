@@ -7,6 +7,7 @@ from typing import Any
 from wsgate._window import LocalStorage
 from wsgate.backends.base import Backend
 from wsgate.registry import MemoryRegistry
+from wsgate.revocation import MemoryRevocations
 
 __all__ = ["MemoryBackend"]
 
@@ -25,6 +26,7 @@ class MemoryBackend(Backend):
     def __init__(self) -> None:
         self.registry = MemoryRegistry()
         self.rate_storage = LocalStorage()
+        self.revocations = MemoryRevocations()
 
     async def health(self) -> dict[str, Any]:
         """Always ``{"kind": "memory", "status": "ok", "latency_ms": 0.0}``."""

@@ -13,7 +13,8 @@ A lease's size adapts to the sender, so that a slow sender never takes units it 
 * a message that finds the last lease spent before it lapsed takes one twice as large, up to
   the cap: a fast sender soon needs one round trip per ``cap`` messages;
 * when a lease of ``n`` does not fit in what is left of the budget, the message asks for one
-  unit, as it would without leases, so that the margin of the budget is counted exactly.
+  unit, as it would without leases, and so do the messages after it until a lease lapses:
+  the end of the budget is counted exactly, one round trip a message.
 
 How exact it is (see ``docs/rate-limit.md``):
 
@@ -53,22 +54,34 @@ class Lease:
     Attributes:
         left: Units counted in the storage and not yet spent.
         size: The size of the last lease.
-        until: When the units left lapse (the event loop's clock).
+        until: When the units left lapse (the clock of :func:`time.monotonic`).
+        margin: Whether the budget is at its end, where each message asks for one unit
+            until a lease lapses.
     """
 
-    __slots__ = ("__weakref__", "left", "size", "until")
+    __slots__ = ("__weakref__", "left", "margin", "size", "until")
 
     def __init__(self) -> None:
         self.left = 0
         self.size = 1
         self.until = 0.0
+        self.margin = False
 
     def next_size(self, now: float, cap: int) -> int:
         """How many units to ask for: twice the last lease when it was spent before it
         lapsed, else one."""
-        if self.left == 0 and now < self.until:
-            return min(self.size * 2, cap)
-        return 1
+        if now >= self.until:
+            self.margin = False  # lapsed: start again from one unit
+            return 1
+        if self.margin or self.left:
+            return 1
+        return min(self.size * 2, cap)
+
+    def refused(self, now: float, ttl: float) -> None:
+        """The budget had no room for what was asked."""
+        self.margin = True
+        self.size = 1
+        self.until = max(self.until, now + ttl)
 
     def grant(self, size: int, now: float, ttl: float) -> None:
         """Keep a lease of ``size`` units, the first of which the asking message spends."""

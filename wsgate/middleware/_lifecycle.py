@@ -174,7 +174,7 @@ class Lifecycle:
                 RATE_LIMITED,
                 f"Over the limit of {bound.rate} {kind} on one connection; this one was not "
                 "answered.",
-                message_id=message_id(value),
+                to=message_id(value),
                 retry_after=max(math.ceil(wait * 10) / 10, 0.1),
                 limit=bound.rate,
             )
@@ -292,7 +292,7 @@ class Lifecycle:
 
     async def _error(self, error: MessageError, text: str, answered: str | int | None) -> None:
         with contextlib.suppress(OSError, RuntimeError):
-            await self.connection.send_error(error, text, message_id=answered)
+            await self.connection.send_error(error, text, to=answered)
 
     # The timer
 

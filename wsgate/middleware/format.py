@@ -202,7 +202,7 @@ class FormatMiddleware(CheckMiddleware):
                 connection.send_error(
                     INVALID_MESSAGE,
                     self.too_deep,
-                    message_id=message_id(value),
+                    to=message_id(value),
                     max_depth=self.max_depth,
                 )
             )
@@ -226,7 +226,7 @@ class FormatMiddleware(CheckMiddleware):
             return None
         error, text = problem
         extra: dict[str, Any] = {"detail": _RPC_SHAPE} if self._with_detail(error) else {}
-        return _quietly(connection.send_error(error, text, message_id=message_id(value), **extra))
+        return _quietly(connection.send_error(error, text, to=message_id(value), **extra))
 
     async def admit(self, connection: Connection, scope: Scope, message: Message) -> bool:
         """Check one ``websocket.receive`` message: True to pass it on, False when it was
@@ -323,9 +323,7 @@ class FormatMiddleware(CheckMiddleware):
                 continue
             error, text = problem
             extra: dict[str, Any] = {"detail": _RPC_SHAPE} if self._with_detail(error) else {}
-            rejected.append(
-                connection.error_object(error, text, message_id=message_id(entry), **extra)
-            )
+            rejected.append(connection.error_object(error, text, to=message_id(entry), **extra))
         if not valid:
             return _quietly(connection.send_text(orjson.dumps(rejected).decode()))
         if rejected:

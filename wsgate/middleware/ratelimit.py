@@ -302,7 +302,7 @@ class RateLimitMiddleware(CheckMiddleware):
             await connection.send_error(
                 RATE_LIMITED,
                 self.explanation,
-                message_id=message_id(decoded(message)),
+                to=message_id(decoded(message)),
                 retry_after=await self._retry_after(key),
                 limit=self.rate,
             )
@@ -340,7 +340,7 @@ class RateLimitMiddleware(CheckMiddleware):
             connection.error_object(
                 RATE_LIMITED,
                 self.batch_explanation,
-                message_id=request_id,
+                to=request_id,
                 count=False,  # each request was counted above, notifications too
                 retry_after=retry_after,
                 limit=self.rate,
@@ -370,13 +370,17 @@ class RateLimitMiddleware(CheckMiddleware):
         if lease is None:
             return await self._hit_cost(state, 1)
         size = lease.next_size(time.monotonic(), self._lease_cap)
-        if size > 1 and await self._hit_cost(state, size):
-            lease.grant(size, time.monotonic(), self._lease_ttl)
-            return True
-        # A lease that does not fit in what is left of the budget: one unit, as without.
+        if size > 1:
+            if await self._hit_cost(state, size):
+                lease.grant(size, time.monotonic(), self._lease_ttl)
+                return True
+            # It does not fit in what is left of the budget: one unit, as without leases,
+            # and so for the messages after it until a lease lapses.
+            lease.refused(time.monotonic(), self._lease_ttl)
         if await self._hit_cost(state, 1):
             lease.grant(1, time.monotonic(), self._lease_ttl)
             return True
+        lease.refused(time.monotonic(), self._lease_ttl)
         return False
 
     async def _hit_cost(self, state: RateState, cost: int) -> bool:

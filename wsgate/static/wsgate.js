@@ -9,7 +9,10 @@
  * A connection wsgate refuses after accept is closed with a code and a reason from its close-code
  * table (wsgate.CLOSE_CODES); CLOSE_CODES below mirrors it, and says for each row whether a client
  * should reconnect. A handshake refused with an HTTP status (an origin not on the allow-list, for
- * one) is only ever seen by JavaScript as close code 1006 with an empty reason.
+ * one) is only ever seen by JavaScript as close code 1006 with an empty reason. A server that drops
+ * close reasons (daphne) gets the reason in a last error frame instead, just before a close with
+ * a code from 4100-4199 (1008 as 4108): a socket from openSocket() keeps that frame, and
+ * closeInfo() reads the reason from it, so the app sees the same reason on every server.
  *
  *     import { openSocket, closeInfo, backoffDelay } from "./wsgate.js";
  *
@@ -68,15 +71,55 @@ export function socketProtocols(token, protocols) {
   return [...protocols, tokenProtocol(token)];
 }
 
+/** The last reason frame each socket from openSocket() received: see reasonFrame(). */
+const reasonFrames = new WeakMap();
+
 /**
  * Open a WebSocket with the token in Sec-WebSocket-Protocol.
+ *
+ * The socket keeps the reason frame a server that drops close reasons sends before its close,
+ * for closeInfo(event).
  *
  * @param {string} url A ws:// or wss:// URL. Keep the token out of it: URLs end up in logs.
  * @param {{token?: string|null, protocols?: string[]}} [options]
  * @returns {WebSocket} Its `protocol` is the application subprotocol the server chose.
  */
 export function openSocket(url, { token = null, protocols = [] } = {}) {
-  return new WebSocket(url, socketProtocols(token, protocols));
+  const ws = new WebSocket(url, socketProtocols(token, protocols));
+  ws.addEventListener("message", (event) => {
+    const frame = reasonFrame(event.data);
+    if (frame !== null) reasonFrames.set(ws, frame);
+  });
+  return ws;
+}
+
+/**
+ * The close reason in a message, when it is the error frame wsgate sends just before a close
+ * on a server that drops close reasons (daphne):
+ * `{"type": "error", "error": {"code": "invalid_token", "message": "...", "close_code": 4108}}`.
+ *
+ * @param {unknown} data A message's data, as `event.data` has it.
+ * @returns {{reason: string, code: number}|null} The reason and the close code that follows;
+ *   null for any other message.
+ */
+export function reasonFrame(data) {
+  // Most messages are not one: skip the parse unless the key is there.
+  if (typeof data !== "string" || !data.includes('"close_code"')) return null;
+  let value;
+  try {
+    value = JSON.parse(data);
+  } catch {
+    return null;
+  }
+  const error = value !== null && typeof value === "object" && value.type === "error" ? value.error : null;
+  if (error === null || typeof error !== "object") return null;
+  if (typeof error.code !== "string" || !Number.isInteger(error.close_code)) return null;
+  return { reason: error.code, code: error.close_code };
+}
+
+/** The code a server that cannot send `code` sends instead: 4100 + (code - 1000). */
+function mappedCode(code) {
+  return code === 1000 || (code >= 3000 && code <= 4999) ? code : 4100 + (code - 1000);
 }
 
 /**
@@ -103,6 +146,10 @@ export const CLOSE_CODES = Object.freeze({
   idle_timeout: { code: 4001, retry: "never", hint: "Closed after a quiet spell: reconnect when there is something to send." },
   max_lifetime: { code: 4002, retry: "backoff", hint: "The connection reached its maximum age: reconnecting." },
   slow_consumer: { code: 1013, retry: "backoff", hint: "The page stopped reading messages: reconnecting later." },
+  connect_rate_limited: { code: 1013, retry: "backoff", hint: "Too many connection attempts from this address: retrying later." },
+  worker_connect_rate_limited: { code: 1013, retry: "backoff", hint: "The server takes too many connections at once: retrying later." },
+  worker_busy: { code: 1013, retry: "backoff", hint: "The server holds all the connections it can: retrying later." },
+  revoked: { code: 4003, retry: "never", hint: "Access was revoked: sign in again." },
 });
 // --8<-- [end:close-codes]
 
@@ -133,16 +180,24 @@ export const OTHER_CODES = Object.freeze({
 /**
  * What a close means and whether to reconnect.
  *
- * @param {CloseEvent|{code: number, reason?: string}} event
+ * A close without a reason takes it from the reason frame that came just before it, with the
+ * same close code (a server that drops close reasons, such as daphne): from `frame`, or else
+ * the one a socket from openSocket() kept. Its row then matches the code the server sent in
+ * place of the row's (4108 for 1008), and the refusal is as terminal as on any other server.
+ *
+ * @param {CloseEvent|{code: number, reason?: string, target?: unknown}} event
+ * @param {{reason: string, code: number}|null} [frame] What reasonFrame() returned for the
+ *   last message, when the socket is not from openSocket().
  * @returns {{code: number, reason: string, known: boolean, retry: "backoff"|"never", hint: string}}
  *   `known` is true when the reason is a row of wsgate's table. Unknown codes are "never": a
  *   client that cannot tell why it was closed should not hammer the server.
  */
-export function closeInfo(event) {
+export function closeInfo(event, frame = reasonFrames.get(event.target) ?? null) {
   const code = event.code;
-  const reason = event.reason || "";
+  let reason = event.reason || "";
+  if (reason === "" && frame != null && frame.code === code) reason = frame.reason;
   const row = Object.hasOwn(CLOSE_CODES, reason) ? CLOSE_CODES[reason] : null;
-  if (row !== null && row.code === code) {
+  if (row !== null && (row.code === code || mappedCode(row.code) === code)) {
     return { code, reason, known: true, retry: row.retry, hint: row.hint };
   }
   const other = OTHER_CODES[code];

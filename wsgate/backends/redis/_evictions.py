@@ -1,83 +1,87 @@
-"""Evictions told over pub/sub: the connections another worker evicted from this one.
+"""Evictions handed over through Redis lists: the connections another worker evicted from this
+one.
 
-The add script publishes ``[key, connection id]`` (JSON) on ``wsgate:registry:evict:<owner>``
-when it pushes out an entry that another worker holds. A message published while this worker
-was not subscribed is lost; the registry's next sync finds that eviction instead.
+A worker that evicts another worker's entry pushes ``[key, connection id]`` (JSON) on that
+worker's list, ``wsgate:registry:evict:<owner>``, once the add script has answered: a script
+may only touch keys of one slot on a Redis Cluster, and the list lives on the owner's. The
+owner pops its list with a blocking pop. A message waits in the list while its owner is
+briefly away, and the list expires ``ttl`` after the last push, so a dead worker's list goes
+too. A message that never got pushed (the evicting worker died just after the script, or
+Redis failed in between) is found by the owner's next sync instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from wsgate.backends.redis._scripts import CHANNEL
+from wsgate.backends.redis._scripts import EVICTIONS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
-__all__ = ["EvictionListener"]
+__all__ = ["EvictionListener", "push"]
 
 logger = logging.getLogger("wsgate.redis")
 
+_WAIT: Final = 1
+"""Seconds one blocking pop waits for a message: less than a command's read timeout."""
+
+
+async def push(client: Redis | RedisCluster, key: str, entries: Iterable[str], ttl_ms: int) -> None:
+    """Tell the workers holding ``entries`` (``"<owner>/<connection id>"``, evicted under
+    ``key``) to close them: one push a worker, in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for entry in entries:
+        owner, _, connection_id = entry.partition("/")
+        pipe.rpush(EVICTIONS + owner, orjson.dumps([key, connection_id]))
+        pipe.pexpire(EVICTIONS + owner, ttl_ms)
+    await pipe.execute()
+
 
 class EvictionListener:
-    """Listens on one worker's eviction channel, and hands on what arrives.
+    """Pops one worker's eviction list, and hands on what arrives.
 
     Args:
         client: The Redis client.
         owner: The worker's id.
         evicted: Called with ``(key, connection id)`` for each eviction that arrives.
-        resubscribed: Called each time the listener subscribed again after losing Redis:
-            what was published meanwhile must be looked for another way.
         errors: The exceptions by which the client says Redis cannot be reached.
     """
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         owner: str,
         *,
         evicted: Callable[[str, str], None],
-        resubscribed: Callable[[], None],
         errors: tuple[type[BaseException], ...],
     ) -> None:
         self.client = client
-        self.channel = CHANNEL + owner
+        self.list = EVICTIONS + owner
         self.evicted = evicted
-        self.resubscribed = resubscribed
         self.errors = errors
 
-    async def run(self, *, period: float, retry: float, running: Callable[[], bool]) -> None:
-        """Listen until ``running()`` is false, subscribing again ``retry`` seconds after
-        Redis is lost; ``period`` is how long one wait for a message lasts, in seconds."""
-        subscribed_before = False
+    async def run(self, *, retry: float, running: Callable[[], bool]) -> None:
+        """Listen until ``running()`` is false, trying again ``retry`` seconds after Redis is
+        lost."""
         while running():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
-                if subscribed_before:
-                    self.resubscribed()
-                subscribed_before = True
-                while running():
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=period
-                    )
-                    if message is None or message["type"] != "message":
-                        continue
-                    try:
-                        key, connection_id = orjson.loads(message["data"])
-                    except (ValueError, TypeError):
-                        logger.warning("ignored a message wsgate did not send: %r", message)
-                        continue
-                    self.evicted(key, connection_id)
+                popped = await self.client.blpop([self.list], timeout=_WAIT)
             except self.errors:
-                pass  # the refresher reports the outage; listen again once Redis answers
-            finally:
-                with contextlib.suppress(*self.errors):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(retry)
+                # The refresher reports the outage; listen again once Redis answers.
+                await asyncio.sleep(retry)
+                continue
+            if popped is None:
+                continue
+            try:
+                key, connection_id = orjson.loads(popped[1])
+            except (ValueError, TypeError):
+                logger.warning("ignored a message wsgate did not send: %r", popped[1])
+                continue
+            self.evicted(key, connection_id)

@@ -1,9 +1,10 @@
 """The registry's Lua scripts, read once from the ``.lua`` files beside this module, and the
 keys they work on.
 
-Each script is one atomic change in Redis. Two preludes are shared: ``now.lua`` (``now``,
-Redis's clock in milliseconds) and ``owner_of.lua`` (the worker id of an entry); a script
-that uses them is sent with them in front.
+Each script is one atomic change in Redis, and every key it touches hashes to one slot, so
+that it runs on a Redis Cluster too. Two preludes are shared: ``now.lua`` (``now``, Redis's
+clock in milliseconds) and ``owner_of.lua`` (the worker id of an entry, and the score of a
+new one); a script that uses them is sent with them in front.
 """
 
 from __future__ import annotations
@@ -13,26 +14,31 @@ from typing import Final
 
 __all__ = [
     "ADD",
-    "CHANNEL",
     "COUNT",
-    "COUNTS",
-    "GOODBYE",
-    "OWNERS",
-    "REMOVE",
-    "SEQ",
+    "EVICTIONS",
     "SYNC",
     "TOTAL",
+    "WORKER",
+    "WORKERS",
+    "entries_key",
+    "leases_key",
 ]
 
-NAMESPACE: Final = "wsgate:registry:"
-OWNERS: Final = NAMESPACE + "owners"
-"""A sorted set of worker ids scored by the end of their lease (milliseconds, Redis's clock)."""
-COUNTS: Final = NAMESPACE + "counts"
-"""Worker id -> how many entries it holds."""
-SEQ: Final = NAMESPACE + "seq"
-"""The counter that orders entries."""
-CHANNEL: Final = NAMESPACE + "evict:"
-"""The prefix of a worker's eviction channel; its id follows."""
+WORKERS: Final = "wsgate:registry:workers"
+"""Worker id -> ``"<end of its lease> <connections it holds>"``, for ``total()`` alone."""
+EVICTIONS: Final = "wsgate:registry:evict:"
+"""The prefix of a worker's eviction list; its id follows."""
+
+
+def entries_key(key: str) -> str:
+    """The sorted set of ``key``'s entries: ``{wsgate:conn:user:alice}``. The braces make
+    ``key`` the hash tag, so that its entries and its leases share a slot."""
+    return "{" + key + "}"
+
+
+def leases_key(key: str) -> str:
+    """The hash of ``key``'s workers' leases: ``{wsgate:conn:user:alice}:leases``."""
+    return "{" + key + "}:leases"
 
 
 def _read(*names: str) -> str:
@@ -41,8 +47,7 @@ def _read(*names: str) -> str:
 
 
 ADD: Final = _read("now.lua", "owner_of.lua", "add.lua")
-REMOVE: Final = _read("remove.lua")
 COUNT: Final = _read("now.lua", "owner_of.lua", "count.lua")
+SYNC: Final = _read("now.lua", "owner_of.lua", "sync.lua")
+WORKER: Final = _read("now.lua", "worker.lua")
 TOTAL: Final = _read("now.lua", "total.lua")
-SYNC: Final = _read("now.lua", "sync.lua")
-GOODBYE: Final = _read("goodbye.lua")

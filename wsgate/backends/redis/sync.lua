@@ -1,44 +1,45 @@
--- Renew this worker's lease, push what Redis has not seen, and find lost evictions.
--- Prelude: now.
--- KEYS: owners, counts, seq, then one key per connection id in ARGV[5...].
--- ARGV: owner, ttl in ms, how many removals, how many confirmed entries, then the connection
--- ids: first the removals, then the entries Redis confirmed, then those it has not seen yet.
--- Answers {lost, key, id, key, id...}: lost is 1 when Redis had forgotten this worker (every
--- entry is then registered again), and the pairs are confirmed entries Redis no longer has:
--- another worker evicted them and the message did not arrive.
-local owners, counts, seq = KEYS[1], KEYS[2], KEYS[3]
+-- Renew this worker's leases under some registry keys of one slot, push what Redis has not
+-- seen, and find lost evictions. Preludes: now, owner_of.
+-- KEYS: the entries and the leases of each registry key, in pairs.
+-- ARGV: owner, ttl in ms, then for each key: how many removals, how many confirmed entries,
+-- how many entries Redis has not seen yet, then the connection ids in that order.
+-- A key where this worker's lease is gone (Redis restarted, or the worker missed its
+-- refreshes) has its confirmed entries registered again; elsewhere a confirmed entry that
+-- Redis no longer has was evicted by another worker, and the message did not arrive.
+-- Answers {entries registered again, key number, id, key number, id...}: the pairs are the
+-- lost evictions, by the key's place (1, 2...) in KEYS' pairs.
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
-local removals, confirmed = tonumber(ARGV[3]), tonumber(ARGV[4])
-local lease = redis.call('ZSCORE', owners, owner)
-local lost = not lease or tonumber(lease) <= now
-redis.call('ZADD', owners, now + ttl, owner)
-local answer = {lost and 1 or 0}
-for i = 4, #KEYS do
-  local n, key, id = i - 3, KEYS[i], ARGV[i + 1]
-  local member = owner .. '/' .. id
-  if n <= removals then
-    if redis.call('ZREM', key, member) == 1 and not lost then
-      redis.call('HINCRBY', counts, owner, -1)
-    end
-  elseif n <= removals + confirmed and not lost then
-    if redis.call('ZSCORE', key, member) then
-      redis.call('PEXPIRE', key, ttl)
-    else
-      answer[#answer + 1] = key
-      answer[#answer + 1] = id
-    end
-  else
-    if redis.call('ZADD', key, 'NX', redis.call('INCR', seq), member) == 1 and not lost then
-      redis.call('HINCRBY', counts, owner, 1)
-    end
-    redis.call('PEXPIRE', key, ttl)
+local answer = {0}
+local at = 3
+for pair = 1, #KEYS / 2 do
+  local entries, leases = KEYS[2 * pair - 1], KEYS[2 * pair]
+  local removals, confirmed, pending = tonumber(ARGV[at]), tonumber(ARGV[at + 1]),
+    tonumber(ARGV[at + 2])
+  at = at + 3
+  local lease = redis.call('HGET', leases, owner)
+  local lost = not lease or tonumber(lease) <= now
+  for i = at, at + removals - 1 do
+    redis.call('ZREM', entries, owner .. '/' .. ARGV[i])
   end
-end
-if lost then
-  redis.call('HSET', counts, owner, #KEYS - 3 - removals)
-end
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', owners, '-inf', now - ttl)) do
-  redis.call('ZREM', owners, dead)
-  redis.call('HDEL', counts, dead)
+  at = at + removals
+  for i = at, at + confirmed + pending - 1 do
+    local member = owner .. '/' .. ARGV[i]
+    if i >= at + confirmed or lost then
+      if redis.call('ZADD', entries, 'NX', next_score(entries), member) == 1 and lost then
+        answer[1] = answer[1] + (i < at + confirmed and 1 or 0)
+      end
+    elseif not redis.call('ZSCORE', entries, member) then
+      answer[#answer + 1] = pair
+      answer[#answer + 1] = ARGV[i]
+    end
+  end
+  at = at + confirmed + pending
+  if confirmed + pending > 0 then
+    redis.call('HSET', leases, owner, now + ttl)
+    redis.call('PEXPIRE', entries, ttl)
+    redis.call('PEXPIRE', leases, ttl)
+  else
+    redis.call('HDEL', leases, owner)
+  end
 end
 return answer
