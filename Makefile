@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: help demo demo-redis test fuzz lint typecheck docs check clean bench bench-smoke
 .PHONY: test-versions
-.PHONY: bench-instructions bench-instructions-smoke install-versions
+.PHONY: bench-instructions bench-instructions-smoke bench-scale bench-scale-smoke install-versions
 
 help:
 	@echo "make demo       serve the example app in development mode on http://127.0.0.1:8000"
@@ -22,6 +22,10 @@ help:
 	@echo "make bench-instructions  count the server's instructions per message and per"
 	@echo "                connection under valgrind (apt-get install valgrind); writes bench/results/"
 	@echo "make bench-instructions-smoke  the same with tiny counts (CI)"
+	@echo "make bench-scale  20,000 idle connections on 4 workers, on one Redis and on a"
+	@echo "                local Cluster: Redis cost per connect, message, idle minute; writes"
+	@echo "                bench/results/ (redis-server and redis-cli)"
+	@echo "make bench-scale-smoke  the same with tiny counts (CI)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +107,13 @@ bench-instructions: $(STAMP)
 
 bench-instructions-smoke: $(STAMP)
 	$(BIN)/python -m bench.instructions --smoke --output $(or $(TMPDIR),/tmp)/wsgate-instructions-smoke
+
+# SCALE_ARGS="--per-worker 2500 --idle 30" for a shorter run; see python -m bench.scale --help.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+bench-scale-smoke: $(STAMP)
+	$(BIN)/python -m bench.scale --smoke --output $(or $(TMPDIR),/tmp)/wsgate-scale-smoke
 
 clean:
 	rm -rf $(VENV) .venv-3.* site .pytest_cache .mypy_cache .ruff_cache

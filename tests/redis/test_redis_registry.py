@@ -163,6 +163,29 @@ async def test_goodbye_frees_the_slots_at_once(
     assert (await b.add(KEY, "c2", limit=1, policy="reject_new")).admitted
 
 
+async def test_a_storm_of_connects_and_disconnects_is_not_an_outage(
+    workers: tuple[RedisRegistry, RedisRegistry], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Three times as many at once as redis-py's pool holds: without a bound on the commands
+    # out at once, the overflow fails at once and the registry takes Redis for down.
+    a, _ = workers
+    storm = [f"storm-{n}" for n in range(300)]
+
+    async def admit(key: str, connection_id: str) -> None:
+        assert (await a.add(key, connection_id, limit=1, policy="reject_new")).admitted
+
+    async with anyio.create_task_group() as group:
+        for n, connection_id in enumerate(storm):
+            group.start_soon(admit, f"{KEY}-{n}", connection_id)
+    assert await a.total() == len(storm)
+    async with anyio.create_task_group() as group:
+        for n, connection_id in enumerate(storm):
+            group.start_soon(a.remove, f"{KEY}-{n}", connection_id)
+    assert " up, 0 connection(s)" in repr(a)  # never taken for down
+    assert "cannot be reached" not in caplog.text
+    assert await a.count(f"{KEY}-0") == 0  # the removals reached Redis
+
+
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
 async def test_redis_down_follows_the_policy_and_recovery_is_automatic(
     own_redis: RedisServer, policy: BackendPolicy, caplog: pytest.LogCaptureFixture

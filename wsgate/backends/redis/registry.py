@@ -50,6 +50,10 @@ _SYNC_KEYS: Final = 500
 _Call = tuple["AsyncScript", list[str], list[Any]]
 
 
+_IN_FLIGHT: Final = 50
+"""Connect and disconnect commands out at once, at most: half of redis-py's default pool."""
+
+
 class RedisRegistry(Registry):
     """A connection registry in Redis, shared by every worker process and host that uses it.
 
@@ -145,6 +149,10 @@ class RedisRegistry(Registry):
         self._handler: Callable[[str], bool] | None = None
         self._syncs = 0
         self._sync_lock = asyncio.Lock()
+        # Commands of connects and disconnects out at once, at most: a storm of either waits
+        # here instead of exhausting redis-py's pool, whose overflow fails a command at once
+        # (MaxConnectionsError) and would look like an outage.
+        self._in_flight = asyncio.Semaphore(_IN_FLIGHT)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
@@ -183,10 +191,12 @@ class RedisRegistry(Registry):
                 if not self._link.up:
                     await self._resync(self._syncs)
                 seen = self._syncs
-                reply = await self._run_add(key, connection_id, limit, policy)
+                async with self._in_flight:
+                    reply = await self._run_add(key, connection_id, limit, policy)
                 if reply[0] == _LOST:
                     await self._resync(seen)
-                    reply = await self._run_add(key, connection_id, limit, policy)
+                    async with self._in_flight:
+                        reply = await self._run_add(key, connection_id, limit, policy)
                 if reply[0] != _LOST:
                     return await self._admitted(key, connection_id, reply)
             except self._errors as exc:
@@ -210,7 +220,8 @@ class RedisRegistry(Registry):
             del self._entries[key]
         if in_redis and self._link.up:
             try:
-                await self._client.zrem(entries_key(key), f"{self.owner}/{connection_id}")
+                async with self._in_flight:
+                    await self._client.zrem(entries_key(key), f"{self.owner}/{connection_id}")
             except self._errors as exc:
                 self._link.failed(exc)
             else:
