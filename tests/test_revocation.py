@@ -4,9 +4,11 @@ touched. The revocation is made by the worker itself, from an HTTP route of the 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import anyio
 import httpx
@@ -30,18 +32,16 @@ REVOKED = (4003, "revoked")
 
 
 def gated(**settings: object) -> tuple[Gate, Starlette]:
-    gate = Gate(
-        GateConfig(
-            environment=Environment.DEVELOPMENT,
-            jwt_secret=SECRET,
-            allow_missing_origin=True,
-            rate_limit=None,
-            max_connections_per_user=None,
-            heartbeat_interval=None,
-            metrics_path=None,
-            **settings,  # type: ignore[arg-type]
-        )
-    )
+    options: dict[str, Any] = {
+        "environment": Environment.DEVELOPMENT,
+        "jwt_secret": SECRET,
+        "allow_missing_origin": True,
+        "rate_limit": None,
+        "max_connections_per_user": None,
+        "heartbeat_interval": None,
+        "metrics_path": None,
+    }
+    gate = Gate(GateConfig(**{**options, **settings}))
 
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -54,8 +54,13 @@ def gated(**settings: object) -> tuple[Gate, Starlette]:
         done = await gate.revoke(request.query_params["user"], jti=jti, for_seconds=seconds)
         return PlainTextResponse(str(done))
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gate.aclose()
+
     routes = [gate.route("/ws", echo, protocol=None), Route("/revoke", revoke_route)]
-    return gate, Starlette(routes=routes)
+    return gate, Starlette(routes=routes, lifespan=lifespan)
 
 
 async def admin(server: LiveServer, **params: str) -> str:

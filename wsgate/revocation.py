@@ -7,9 +7,10 @@ user or token is closed with 4003 ``revoked``, in every worker process that shar
 storage.
 
 A :class:`Revocations` store belongs to a backend (``backend.revocations``): in this
-process's memory for ``memory://``, in Redis for a Redis URL (see
-:mod:`wsgate.backends.redis._revocations`). :func:`revoke` revokes from any process, a gate
-worker or an admin script, given the storage URI alone::
+process's memory for ``memory://``, in Redis for a Redis URL, with a copy in each worker that
+its handshakes read without a round trip (see :mod:`wsgate.backends.redis._revocations`).
+:func:`revoke` revokes from any process, a gate worker or an admin script, given the storage
+URI alone::
 
     await wsgate.revoke("redis://localhost:6379/0", "alice", for_seconds=3600)
 """
@@ -69,6 +70,7 @@ class Revocations(ABC):
 
     def __init__(self) -> None:
         self._connections: dict[str, set[Connection]] = {}
+        self._until: dict[str, float] = {}  # the revocations this process knows of, and ends
 
     @abstractmethod
     async def revoke(self, key: str, until: float) -> int:
@@ -78,14 +80,25 @@ class Revocations(ABC):
 
     @abstractmethod
     async def revoked(self, keys: tuple[str, ...]) -> bool:
-        """Whether any of ``keys`` is revoked now. Raises
-        :class:`~wsgate.BackendUnavailable` when the store cannot answer and must not be
-        guessed."""
+        """Whether any of ``keys`` is revoked now, for a handshake: from what this process
+        holds, without a round trip. A shared store may wait once for its first load, a
+        bounded time. Raises :class:`~wsgate.BackendUnavailable` when the store cannot answer
+        and must not be guessed (``fail_closed`` before the first load)."""
 
-    @abstractmethod
     def revoked_here(self, keys: tuple[str, ...]) -> bool:
         """Whether this process knows, without asking anyone, that one of ``keys`` is
         revoked now."""
+        if not self._until:
+            return False
+        now = time.time()
+        for key in keys:
+            until = self._until.get(key)
+            if until is None:
+                continue
+            if until > now:
+                return True
+            del self._until[key]  # over: forgotten
+        return False
 
     def track(self, connection: Connection, keys: Iterable[str]) -> None:
         """Hold ``connection`` under ``keys`` until :meth:`forget`."""
@@ -123,29 +136,12 @@ class Revocations(ABC):
 class MemoryRevocations(Revocations):
     """Revocations in this process's memory: the ``memory://`` backend's."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._until: dict[str, float] = {}
-
     async def revoke(self, key: str, until: float) -> int:
         self._until[key] = until
         return self.close_local(key)
 
     async def revoked(self, keys: tuple[str, ...]) -> bool:
         return self.revoked_here(keys)
-
-    def revoked_here(self, keys: tuple[str, ...]) -> bool:
-        if not self._until:
-            return False
-        now = time.time()
-        for key in keys:
-            until = self._until.get(key)
-            if until is None:
-                continue
-            if until > now:
-                return True
-            del self._until[key]  # over: forgotten
-        return False
 
 
 @dataclass(frozen=True)

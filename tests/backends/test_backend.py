@@ -426,6 +426,7 @@ def test_the_lua_scripts_are_package_resources() -> None:
         "count.lua",
         "now.lua",
         "owner_of.lua",
+        "revoke.lua",
         "sync.lua",
         "total.lua",
         "worker.lua",

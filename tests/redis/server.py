@@ -318,11 +318,23 @@ class GateProcess:
         self._process.send_signal(signal.SIGKILL)
         self._process.wait(timeout=10)
 
+    def pause(self) -> None:
+        """``kill -STOP``: the process runs nothing, and its sockets stay open, until
+        :meth:`resume`."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``kill -CONT``: the process goes on from where :meth:`pause` stopped it."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         process = self._process
         if process is None or process.poll() is not None:
             return
         process.terminate()
+        process.send_signal(signal.SIGCONT)  # a paused process handles its SIGTERM too
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -17,6 +17,10 @@ wsgate a database of its own, such as ``redis://host:6379/1``, where there are d
 * ``wsgate:registry:workers``: owner -> ``"<end of its lease> <connections held>"``, read by
   ``total()`` alone.
 * ``LIMITS:...``: the rate-limit budgets, as ``limits``' own strategies keep them.
+* ``wsgate:revocations``: a sorted set of the revoked users (``u:<user>``) and tokens
+  (``j:<jti>``), scored by the end of each revocation, written by ``revoke.lua`` together
+  with a message on the channel ``wsgate:revoke``; each worker keeps a copy, loaded when it
+  subscribes (``_revocations``).
 
 Each change to the registry is one Lua script (the ``.lua`` files of this package), run
 atomically by Redis on the keys of one slot. Only connects and disconnects talk to Redis for
@@ -40,8 +44,9 @@ its lease is there, and closes the connection: within ``ttl / 3`` seconds.
 
 The modules, one concept each: :mod:`.backend` (:class:`RedisBackend`), :mod:`.registry`
 (:class:`RedisRegistry`), ``_pool`` (:func:`connection_pool` and the clients for each URL),
-``_scripts`` (the Lua and the keys), ``_evictions`` (the eviction lists) and ``_link`` (the
-state of the link to Redis). Importing this package does not import the Redis client;
+``_scripts`` (the Lua and the keys), ``_evictions`` (the eviction lists), ``_revocations``
+(the revoked users and tokens, and the listener that keeps a worker's copy) and ``_link``
+(the state of the link to Redis). Importing this package does not import the Redis client;
 building a registry does.
 """
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from wsgate.backends._factory import split_scheme
 from wsgate.backends._rates import rate_storage
 from wsgate.backends.base import Backend, BackendPolicy
+from wsgate.backends.redis._pool import topology
 from wsgate.backends.redis._revocations import RedisRevocations
 from wsgate.backends.redis.registry import RedisRegistry
 
@@ -46,8 +48,13 @@ class RedisBackend(Backend):
         self.registry = RedisRegistry(url, ttl=registry_ttl, policy=backend_policy, owner=owner)
         self.rate_storage = rate_storage(url, connection_pool=self.registry.pool)
         # On the registry's client: one set of connections to Redis.
+        scheme, rest = split_scheme(url)
         self.revocations = RedisRevocations(
-            self.registry._client, policy=backend_policy, errors=self.registry._errors
+            self.registry._client,
+            topology=topology(scheme, scheme + rest),  # the registry has read it already
+            shown_url=self.registry.shown_url,
+            policy=backend_policy,
+            errors=self.registry._errors,
         )
 
     async def health(self) -> dict[str, Any]:
