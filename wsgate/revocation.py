@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final
@@ -63,13 +62,14 @@ def keys_of(user: Any) -> tuple[str, ...]:
 class Revocations(ABC):
     """Where revocations are kept, and how the connections of this process hear of them.
 
-    The revocation check tracks each open connection under its keys (:meth:`track`,
-    :meth:`forget`); a revocation, made here or told by another process, closes the tracked
-    connections of its key (:meth:`close_local`).
+    The revocation check tracks each open connection (:meth:`track`, :meth:`forget`); a
+    revocation, made here or told by another process, closes the tracked connections of its
+    key (:meth:`close_local`). A connection costs one entry here, and nothing per message: a
+    revocation is rare, and finding its connections is one pass over this process's.
     """
 
     def __init__(self) -> None:
-        self._connections: dict[str, set[Connection]] = {}
+        self._connections: dict[str, Connection] = {}  # connection id -> open connection
         self._until: dict[str, float] = {}  # the revocations this process knows of, and ends
 
     @abstractmethod
@@ -100,33 +100,36 @@ class Revocations(ABC):
             del self._until[key]  # over: forgotten
         return False
 
-    def track(self, connection: Connection, keys: Iterable[str]) -> None:
-        """Hold ``connection`` under ``keys`` until :meth:`forget`."""
-        for key in keys:
-            self._connections.setdefault(key, set()).add(connection)
+    def revoked_user(self, user: Any) -> bool:
+        """Whether this process knows that ``scope["user"]``, or its token, is revoked now."""
+        return bool(self._until) and self.revoked_here(keys_of(user))
 
-    def forget(self, connection: Connection, keys: Iterable[str]) -> None:
+    def track(self, connection: Connection) -> None:
+        """Hold ``connection`` until :meth:`forget`."""
+        self._connections[connection.id] = connection
+
+    def forget(self, connection: Connection) -> None:
         """Stop holding ``connection``, which ended."""
-        for key in keys:
-            held = self._connections.get(key)
-            if held is not None:
-                held.discard(connection)
-                if not held:
-                    del self._connections[key]
+        self._connections.pop(connection.id, None)
 
-    def close_local(self, key: str) -> int:
-        """Close this process's open connections under ``key`` with 4003 ``revoked``: how
-        many there were."""
+    def close_local(self, *keys: str) -> int:
+        """Close this process's open connections under any of ``keys`` with 4003
+        ``revoked``: how many there were."""
+        revoked = set(keys)
         closed = 0
-        for connection in list(self._connections.get(key, ())):
-            if connection.accepted and not connection.closed:
+        for connection in list(self._connections.values()):
+            if (
+                connection.accepted
+                and not connection.closed
+                and not revoked.isdisjoint(keys_of(connection.user))
+            ):
                 connection.close_soon(REVOKED)
                 closed += 1
         return closed
 
     @property
     def tracked(self) -> int:
-        """How many keys have open connections here (for tests: it must come back to 0)."""
+        """How many open connections are held here (for tests: it must come back to 0)."""
         return len(self._connections)
 
     async def aclose(self) -> None:  # noqa: B027 - optional: memory holds nothing

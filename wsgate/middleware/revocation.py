@@ -76,22 +76,19 @@ class RevocationMiddleware(CheckMiddleware):
         await self._refuse(scope, receive, send, close_codes.REVOKED, f"{keys[-1]} is revoked")
         return None
 
-    def open(self, connection: Connection) -> tuple[Connection, tuple[str, ...]]:
-        """Hold the connection under its user and token."""
-        keys = keys_of(connection.user)
-        self.revocations.track(connection, keys)
-        return connection, keys
+    def open(self, connection: Connection) -> Connection:
+        """Hold the connection, so that a revocation of its user or token finds it."""
+        self.revocations.track(connection)
+        return connection
 
-    def accepted(self, state: tuple[Connection, tuple[str, ...]]) -> None:
+    def accepted(self, state: Connection) -> None:
         """A revocation told between the handshake and the accept found nothing to close."""
-        connection, keys = state
-        if keys and self.revocations.revoked_here(keys):
-            connection.close_soon(close_codes.REVOKED)
+        if self.revocations.revoked_user(state.user):
+            state.close_soon(close_codes.REVOKED)
 
-    def end(self, state: tuple[Connection, tuple[str, ...]]) -> None:
+    def end(self, state: Connection) -> None:
         """Let the ended connection go."""
-        connection, keys = state
-        self.revocations.forget(connection, keys)
+        self.revocations.forget(state)
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, refusal: Refusal, detail: str

@@ -301,9 +301,8 @@ class RedisRevocations(Revocations):
             INDEX, f"({now!r}", "+inf", withscores=True
         )
         # Redis holds the truth: what it forgot (a restart without persistence) goes here too.
-        self._until = {}
-        for member, until in rows:
-            self._told(member.decode(), float(until))
+        self._until = {member.decode(): float(until) for member, until in rows}
+        self.close_local(*self._until)  # one pass over this worker's connections
         self._loaded = True
         self._attempted.set()
         if self._lost_at is not None:
