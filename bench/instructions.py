@@ -39,6 +39,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Final
 
 from bench.run import RESULTS, SUITE, _address, _load, chosen, redis_server, serve
 
@@ -154,6 +155,35 @@ def _spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
 
+ALONE: Final = ("origin", "auth", "connections", "size", "heartbeat", "ratelimit", "format")
+"""The middlewares measured alone."""
+
+# The targets of issue 17, as ratios to the bare endpoint: (app, figure, lowest ratio).
+TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("gate", "per message", 0.90),
+    ("gate", "per connection", 0.88),
+    ("gate-redis", "per message", 0.60),
+    *((app, "per message", 0.95) for app in ALONE),
+)
+
+
+def _targets(ratios: dict[tuple[str, str], float]) -> list[str]:
+    """The targets' table, for the apps of the run."""
+    lines = [
+        "",
+        "| target | ratio at least | measured | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for app, figure, lowest in TARGETS:
+        if (app, figure) not in ratios:
+            continue
+        ratio = ratios[app, figure]
+        label = f"{app} alone" if app in ALONE else app
+        met = "yes" if ratio >= lowest else "no"
+        lines.append(f"| {label}, {figure} | {lowest:.2f} | {ratio:.2f} | {met} |")
+    return lines if len(lines) > 3 else []
+
+
 def table(results: dict[str, Counts], workload: Workload, runs: int) -> str:
     bare = results["bare"]
     per_message = statistics.median(bare.per_message)
@@ -171,15 +201,19 @@ def table(results: dict[str, Counts], workload: Workload, runs: int) -> str:
         "| app | per message | ratio to bare | per connection | ratio to bare |",
         "| --- | --- | --- | --- | --- |",
     ]
+    ratios: dict[tuple[str, str], float] = {}
     for app, counts in results.items():
         message, connection = (
             statistics.median(counts.per_message),
             statistics.median(counts.per_connection),
         )
+        ratios[app, "per message"] = per_message / message
+        ratios[app, "per connection"] = per_connection / connection
         lines.append(
             f"| {app} | {message / 1000:,.1f}k | {per_message / message:.2f} | "
             f"{connection / 1e6:,.3f}M | {per_connection / connection:.2f} |"
         )
+    lines += _targets(ratios)
     if runs > 1:
         worst = max(
             max(_spread(counts.per_message), _spread(counts.per_connection))

@@ -49,7 +49,7 @@ TARGETS: dict[str, tuple[str, float | None, str]] = {
     "echo_1": ("echo msg/s, 1 connection", 0.90, ">="),
     "handshakes_seq": ("handshakes/s, sequential", 0.85, ">="),
     "handshakes_16": ("handshakes/s, 16 concurrent", None, ">="),
-    "idle_kib": ("memory per idle connection", 1.10, "<="),
+    "idle_kib": ("memory per idle connection", 1.08, "<="),  # issue 17; 1.10 before
 }
 
 
