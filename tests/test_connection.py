@@ -19,7 +19,7 @@ from wsgate.testing import LiveServer, TokenFactory, WSClient
 pytestmark = pytest.mark.anyio
 
 SECRET = "connection-test-secret-that-is-long-enough-0123456789"
-TOKEN = TokenFactory(SECRET).valid("ann")
+TOKENS = TokenFactory(SECRET)  # a token per test: one made at import expires in a long run
 
 
 async def answers_by_id(websocket: WebSocket) -> None:
@@ -48,7 +48,7 @@ def server() -> Any:
 
 
 async def test_send_error_takes_the_id_itself_as_to(server: LiveServer) -> None:
-    async with WSClient(server.ws("/raw"), token=TOKEN) as ws:
+    async with WSClient(server.ws("/raw"), token=TOKENS.valid("ann")) as ws:
         for answered in (7, "b-2"):
             await ws.send_json({"type": "say", "id": answered, "payload": "not echoed"})
             assert await ws.receive_json() == {
@@ -61,7 +61,7 @@ async def test_send_error_takes_the_id_itself_as_to(server: LiveServer) -> None:
 async def test_gated_endpoint_error_and_reply_take_the_id_itself_as_to(
     server: LiveServer,
 ) -> None:
-    async with WSClient(server.ws("/endpoint"), token=TOKEN) as ws:
+    async with WSClient(server.ws("/endpoint"), token=TOKENS.valid("ann")) as ws:
         await ws.send_json({"type": "dance", "id": 3})
         assert await ws.receive_json() == {
             "type": "error",
