@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -64,6 +65,14 @@ def redis_uri(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+def tls_redis_uri(request: pytest.FixtureRequest) -> str:
+    """A real redis-server that serves TLS only, to clients with the password and a
+    certificate of the test's CA (``tests/redis/tls.py``), emptied first."""
+    server: RedisServer = request.getfixturevalue("tls_redis")
+    server.command("FLUSHALL")
+    return server.url
+
+
 def cluster_uri(request: pytest.FixtureRequest) -> str:
     """A real three-primary Redis Cluster of the tests' own, emptied first."""
     cluster: LocalCluster = request.getfixturevalue("cluster")
@@ -81,6 +90,7 @@ def sentinel_uri(request: pytest.FixtureRequest) -> str:
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "memory": memory_uri,
     "redis": redis_uri,
+    "redis-tls": tls_redis_uri,
     "cluster": cluster_uri,
     "sentinel": sentinel_uri,
 }
@@ -282,8 +292,13 @@ async def test_redis_uris_build_without_connecting(uri: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["cluster", "sentinel"])
-async def test_tls_and_the_password_reach_every_client(mode: str) -> None:
-    backend = backend_from_uri(f"rediss+{mode}://:hunter2@127.0.0.1:7000,127.0.0.1:7001/main")
+async def test_tls_and_the_password_reach_every_client(mode: str, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("read when a connection is made")
+    backend = backend_from_uri(
+        f"rediss+{mode}://:hunt%40er2@127.0.0.1:7000,127.0.0.1:7001/main"
+        f"?ssl_ca_certs={ca}&ssl_check_hostname=false"
+    )
     assert isinstance(backend, wsgate.backends.redis.RedisBackend)
     try:
         registry: Any = backend.registry._client
@@ -304,8 +319,10 @@ async def test_tls_and_the_password_reach_every_client(mode: str) -> None:
             pools += [sentinel.connection_pool for sentinel in sentinels]
             settings = [(pool.connection_kwargs, pool.connection_class) for pool in pools]
         for kwargs, connection_class in settings:
-            assert kwargs["password"] == "hunter2"
+            assert kwargs["password"] == "hunt@er2"
             assert "SSL" in connection_class.__name__
+            assert kwargs["ssl_ca_certs"] == str(ca)
+            assert kwargs["ssl_check_hostname"] is False
             assert kwargs["socket_timeout"] == 2.0
     finally:
         await backend.aclose()
@@ -371,6 +388,28 @@ def test_bad_options_are_refused_by_name(uri: str, options: dict[str, Any], mess
         (
             "redis+sentinel://:hunter2@127.0.0.1:26379",
             "it names no service; write 'redis+sentinel://host:port[,...]/service_name'",
+        ),
+        (
+            "rediss+cluster://:hunter2@127.0.0.1:7000?ssl_ca_cert=/ca.pem",
+            "'ssl_ca_cert' is not a query parameter wsgate reads on a cluster or Sentinel URL; "
+            "it reads ssl_ca_certs, ssl_cert_reqs, ssl_check_hostname, ssl_certfile, ssl_keyfile",
+        ),
+        (
+            "redis+sentinel://:hunter2@127.0.0.1:26379/main?ssl_cert_reqs=none",
+            "ssl_cert_reqs set(s) up TLS, which a 'redis+sentinel://' URL does not use; TLS "
+            "takes 'rediss://', 'rediss+cluster://' or 'rediss+sentinel://'",
+        ),
+        (
+            "rediss://:hunter2@127.0.0.1:6380/0?ssl_ca_certs=/nowhere/ca.pem",
+            "ssl_ca_certs='/nowhere/ca.pem' names no file; give the path of a PEM file",
+        ),
+        (
+            "rediss+cluster://:hunter2@127.0.0.1:7000?ssl_cert_reqs=always",
+            "ssl_cert_reqs must be 'required', 'optional' or 'none', not 'always'",
+        ),
+        (
+            "rediss+sentinel://:hunter2@127.0.0.1:26379/main?ssl_check_hostname=maybe",
+            "ssl_check_hostname must be 'true' or 'false', not 'maybe'",
         ),
     ],
 )

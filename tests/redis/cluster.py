@@ -8,17 +8,22 @@ Debian bookworm ships no Valkey, so both run on Debian's Redis.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.redis.server import HOST, RedisServer, require_redis, wait_until
+from tests.redis.server import HOST, RedisServer, auth_of, require_redis, scheme_of, wait_until
+
+if TYPE_CHECKING:
+    from tests.redis.tls import TlsFiles
 
 __all__ = ["LocalCluster", "LocalSentinel", "cluster", "sentinel", "shared_sentinel"]
 
@@ -53,10 +58,20 @@ class LocalCluster:
 
     A node stopped or killed comes back from :meth:`RedisServer.start` on its port with its
     ``nodes.conf``: the same slots, and no data.
+
+    Args:
+        directory: Where each node's directory goes.
+        password: The password of every node; none by default.
+        tls: The certificates every node serves TLS with, on the cluster bus too; plain TCP
+            by default.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None
+    ) -> None:
         require_redis()
+        self.password = password
+        self.tls = tls
         self.nodes = []
         for n in range(3):
             home = directory / f"node{n}"
@@ -66,19 +81,30 @@ class LocalCluster:
                 "cluster-config-file": str(home / "nodes.conf"),
                 "cluster-node-timeout": "2000",
             }
-            self.nodes.append(RedisServer(home, options=options, port=_cluster_port()))
+            node = RedisServer(
+                home, options=options, port=_cluster_port(), password=password, tls=tls
+            )
+            self.nodes.append(node)
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+        """``redis+cluster://host:port,...``; with a password and TLS,
+        ``rediss+cluster://:<password>@host:port,...?ssl_ca_certs=...``."""
+        locations = ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+        query = self.tls.query if self.tls is not None else ""
+        return f"{scheme_of(self.tls, 'cluster')}://{auth_of(self.password)}{locations}{query}"
 
     def start(self) -> None:
         for node in self.nodes:
             node.start()
         addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+        secure = self.tls.cli_options() if self.tls is not None else []
+        # REDISCLI_AUTH rather than -a: no warning about a password on the command line.
+        env = dict(os.environ, REDISCLI_AUTH=self.password or "")
         subprocess.run(
             [
                 _redis_cli(),
+                *secure,
                 "--cluster",
                 "create",
                 *addresses,
@@ -89,6 +115,7 @@ class LocalCluster:
             capture_output=True,
             check=True,
             timeout=60,
+            env=env if self.password is not None else None,
         )
         self.wait_ok()
 
@@ -129,33 +156,58 @@ def _state(node: RedisServer) -> str:
 
 class LocalSentinel:
     """A primary, a replica of it, and one Sentinel (quorum 1) that fails over in about a
-    second."""
+    second.
 
-    def __init__(self, directory: Path) -> None:
+    Args:
+        directory: Where each server's directory goes.
+        password: The password of the primary, the replica and the Sentinel (wsgate gives
+            the Sentinels the URL's password too); none by default.
+        tls: The certificates all three serve TLS with, and speak it to each other with;
+            plain TCP by default.
+    """
+
+    def __init__(
+        self, directory: Path, *, password: str | None = None, tls: TlsFiles | None = None
+    ) -> None:
         require_redis()
         self.directory = directory
-        self.primary = RedisServer(directory / "primary")
-        self.replica = RedisServer(directory / "replica")
+        self.password = password
+        self.tls = tls
+        self.primary = RedisServer(directory / "primary", password=password, tls=tls)
+        self.replica = RedisServer(directory / "replica", password=password, tls=tls)
         self.sentinel = RedisServer(
-            directory / "sentinel", config=directory / "sentinel" / "sentinel.conf", sentinel=True
+            directory / "sentinel",
+            config=directory / "sentinel" / "sentinel.conf",
+            sentinel=True,
+            password=password,
+            tls=tls,
         )
         for server in (self.primary, self.replica, self.sentinel):
             server.directory.mkdir()
 
     @property
     def url(self) -> str:
-        return f"redis+sentinel://{HOST}:{self.sentinel.port}/{SERVICE}"
+        """``redis+sentinel://host:port/wsgate``; with a password and TLS,
+        ``rediss+sentinel://:<password>@host:port/wsgate?ssl_ca_certs=...``."""
+        query = self.tls.query if self.tls is not None else ""
+        return (
+            f"{scheme_of(self.tls, 'sentinel')}://{auth_of(self.password)}"
+            f"{HOST}:{self.sentinel.port}/{SERVICE}{query}"
+        )
 
     def start(self) -> None:
         self.primary.start()
         self.replica.options["replicaof"] = f"{HOST} {self.primary.port}"
         self.replica.start()
         assert self.sentinel.config is not None
+        auth = ""
+        if self.password is not None:  # quoted: a password may hold any character
+            auth = f"sentinel auth-pass {SERVICE} {json.dumps(self.password)}\n"
         self.sentinel.config.write_text(
             "sentinel resolve-hostnames no\n"
             f"sentinel monitor {SERVICE} {HOST} {self.primary.port} 1\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-            f"sentinel failover-timeout {SERVICE} 5000\n"
+            f"sentinel failover-timeout {SERVICE} 5000\n" + auth
         )
         self.sentinel.start()
 

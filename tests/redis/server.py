@@ -9,17 +9,23 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from tests.processes import stop_process
 from wsgate.testing import TokenFactory
+
+if TYPE_CHECKING:
+    from tests.redis.tls import TlsFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "redis-scale-out-tests-secret-0123456789abcdef"
@@ -87,12 +93,20 @@ class RedisServer:
     :meth:`stop` and :meth:`start` again bring it back on the same port, empty, as a Redis
     without persistence comes back from a restart.
 
+    With ``password``, it asks every client for it (``--requirepass``), and gives it to the
+    primary it replicates (``--masterauth``). With ``tls``, it serves TLS only, on
+    :attr:`port`, to clients with a certificate of the test's CA (``--tls-port``,
+    ``--port 0``), and speaks TLS to the other servers (cluster bus, replication).
+
     Args:
         directory: Where its log (and any file it writes) goes.
         options: More ``--name value`` options (a cluster node's, a replica's).
         config: A configuration file to start from (a Sentinel's, which it rewrites).
         sentinel: Run it as a Sentinel.
         port: The port to start on; by default a free one.
+        password: The password clients must give; none by default.
+        tls: The certificates to serve TLS with (``tests/redis/tls.py``); plain TCP by
+            default.
     """
 
     def __init__(
@@ -103,6 +117,8 @@ class RedisServer:
         config: Path | None = None,
         sentinel: bool = False,
         port: int = 0,
+        password: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.binary = require_redis()
         self.directory = directory
@@ -110,18 +126,46 @@ class RedisServer:
         self.config = config
         self.sentinel = sentinel
         self.port = port
+        self.password = password
+        self.tls = tls
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0``; with a password and TLS,
+        ``rediss://:<password>@127.0.0.1:<port>/0?ssl_ca_certs=...``."""
+        return f"{scheme_of(self.tls)}://{auth_of(self.password)}{HOST}:{self.port}/0" + (
+            self.tls.query if self.tls is not None else ""
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py's keyword arguments for a client of this server."""
+        options: dict[str, Any] = {"password": self.password}
+        if self.tls is not None:
+            options.update(
+                ssl=True,
+                ssl_ca_certs=str(self.tls.ca),
+                ssl_certfile=str(self.tls.client_cert),
+                ssl_keyfile=str(self.tls.client_key),
+            )
+        return options
+
+    def server_options(self, port: int) -> dict[str, str]:
+        """The options that make it listen on ``port``, with its password and TLS."""
+        options = {"port": str(port)}
+        if self.tls is not None:
+            options = {"port": "0", "tls-port": str(port), **self.tls.server_options()}
+            options.update({"tls-replication": "yes", "tls-cluster": "yes"})
+        if self.password is not None:
+            options.update(requirepass=self.password, masterauth=self.password)
+        return options
 
     def start(self, timeout: float = 15.0) -> None:
         for _ in range(3):  # a free port can be taken between the check and the bind
             port = self.port or free_port()
             log = (self.directory / f"redis-{port}.log").open("ab")
             options = {
-                "port": str(port),
+                **self.server_options(port),
                 "bind": HOST,
                 "save": "",  # no snapshots, no append-only file: nothing survives a stop
                 "appendonly": "no",
@@ -155,14 +199,23 @@ class RedisServer:
             if self._process.poll() is not None:
                 return False
             try:
-                with socket.create_connection((HOST, port), timeout=1) as sock:
+                with self._socket(port) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    # NOAUTH: it answers, and wants the password first.
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return True
             except OSError:
                 pass
             time.sleep(0.05)
         return False
+
+    def _socket(self, port: int) -> socket.socket:
+        sock = socket.create_connection((HOST, port), timeout=1)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        return context.wrap_socket(sock, server_hostname=HOST)
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -181,8 +234,20 @@ class RedisServer:
         """Run one command with a synchronous client, for a test's setup or wait."""
         import redis
 
-        with redis.Redis(host=HOST, port=self.port, socket_timeout=5) as client:
+        with redis.Redis(
+            host=HOST, port=self.port, socket_timeout=5, **self.client_options()
+        ) as client:
             return client.execute_command(*args)
+
+
+def scheme_of(tls: TlsFiles | None, topology: str = "") -> str:
+    """``redis``, or ``rediss`` with ``tls``; then ``+cluster`` or ``+sentinel``."""
+    return ("rediss" if tls is not None else "redis") + (f"+{topology}" if topology else "")
+
+
+def auth_of(password: str | None) -> str:
+    """The ``:password@`` of a URL, quoted; empty without a password."""
+    return "" if password is None else f":{urllib.parse.quote(password, safe='')}@"
 
 
 @pytest.fixture(scope="session")

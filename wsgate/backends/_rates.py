@@ -40,8 +40,13 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
             a :class:`~wsgate.backends.redis.RedisRegistry`'s; by default Redis gets its own.
             A Cluster or Sentinel storage always builds its own clients.
 
+    TLS takes redis-py's query parameters on every Redis URL, such as
+    ``rediss+cluster://:secret@host:port?ssl_ca_certs=/etc/wsgate/ca.pem`` (see
+    :data:`wsgate.backends.redis._pool.TLS_OPTIONS`).
+
     Raises:
-        ConfigurationError: for an unknown scheme or a missing Redis client.
+        ConfigurationError: for an unknown scheme, a URL that cannot be read, or a missing
+            Redis client.
     """
     scheme, rest = split_scheme(uri)
     if scheme == "memory":
@@ -57,13 +62,21 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
             )
         options["implementation"] = "redispy"  # the client the wsgate[redis] extra installs
         if scheme.endswith(("+cluster", "+sentinel")):
-            from wsgate.backends.redis._pool import TIMEOUTS
+            from wsgate.backends.redis._pool import connection_options, topology
 
-            connection: dict[str, Any] = dict(TIMEOUTS)
-            if scheme.startswith("rediss"):  # limits has no rediss+ scheme: TLS is an option
-                scheme = scheme.replace("rediss", "redis", 1)
-                connection["ssl"] = True
+            try:
+                shape = topology(scheme, scheme + rest)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"storage {_options.redacted_url(uri)!r} is not a Redis URL: {exc}"
+                ) from None
+            assert shape is not None  # a +cluster or +sentinel scheme
+            # The registry's options: credentials (unquoted, which limits does not do),
+            # timeouts, and TLS with the URL's query parameters, which limits ignores.
+            connection = connection_options(shape)
             options.update(connection)
+            # limits has no rediss+ scheme: TLS is an option.
+            scheme = scheme.replace("rediss", "redis", 1)
             if scheme.endswith("+sentinel"):
                 options["sentinel_kwargs"] = connection
                 # Every decision on the primary: a replica may lag behind it.
@@ -73,7 +86,12 @@ def rate_storage(uri: str, *, connection_pool: Any = None) -> Storage | LocalSto
                 from wsgate.backends.redis import connection_pool as redis_pool
 
                 client_scheme = "unix" if scheme == "redis+unix" else scheme
-                connection_pool = redis_pool(client_scheme + rest)
+                try:
+                    connection_pool = redis_pool(client_scheme + rest)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"storage {_options.redacted_url(uri)!r} is not a Redis URL: {exc}"
+                    ) from None
             options["connection_pool"] = connection_pool
     try:
         storage = storage_from_string(f"async+{scheme}{rest}", **options)

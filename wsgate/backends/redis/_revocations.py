@@ -33,9 +33,10 @@ Where the task subscribes:
   Sentinels every :data:`_FOLLOW_PERIOD` (5 s) and subscribes again when the primary moved.
   Meanwhile, a demoted primary replicates the new one, PUBLISH included: nothing is lost.
 * Redis Cluster: on a plain :class:`redis.asyncio.Redis` connection to one node, with the
-  cluster URL's credentials and TLS, first the node that serves ``wsgate:revocations`` and,
-  after each failure, the next node. On a cluster, PUBLISH on any node is broadcast to every
-  node, so a plain SUBSCRIBE anywhere receives every revocation; and since the script
+  cluster URL's credentials, TLS and TLS options (``_pool.connection_options``), first the
+  node that serves ``wsgate:revocations`` and, after each failure, the next node. On a
+  cluster, PUBLISH on any node is broadcast to every node, so a plain SUBSCRIBE anywhere
+  receives every revocation; and since the script
   publishes on the set's node, where every worker subscribes while it answers, its count is
   the workers told. redis-py's ``RedisCluster.pubsub()`` is not used: it routes SUBSCRIBE by
   the channel's slot and fails at shutdown (a KeyError in redis-py 8.1); sharded pub/sub
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from wsgate.backends.base import BackendPolicy
-from wsgate.backends.redis._pool import TIMEOUTS, Topology
+from wsgate.backends.redis._pool import TIMEOUTS, Topology, connection_options
 from wsgate.exceptions import BackendUnavailable
 from wsgate.revocation import Revocations
 
@@ -114,15 +115,12 @@ class RedisRevocations(Revocations):
         policy: BackendPolicy,
         errors: tuple[type[BaseException], ...],
     ) -> None:
-        from redis.exceptions import RedisClusterException
-
         super().__init__()
         self.client = client
         self.topology = topology
         self.shown_url = shown_url
         self.policy = policy
-        # A cluster client that cannot reach any node raises outside RedisError.
-        self.errors: tuple[type[BaseException], ...] = (*errors, RedisClusterException)
+        self.errors = errors
         self._script = client.register_script(REVOKE)
         self._loaded = False
         self._attempted = asyncio.Event()  # the first attempt to load is over
@@ -233,10 +231,8 @@ class RedisRevocations(Revocations):
         if isinstance(self.client, RedisCluster) and self.topology is not None:
             host, port = await self._node(self.client, self.topology, failures)
             # No retry: a node that fails is left for the next one.
-            options: dict[str, Any] = {**self.topology.auth, **TIMEOUTS}
-            own = Redis(
-                host=host, port=port, ssl=self.topology.tls, retry=Retry(NoBackoff(), 0), **options
-            )
+            options = connection_options(self.topology)
+            own = Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **options)
             pubsub = own.pubsub(ignore_subscribe_messages=True)
         else:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)

@@ -106,7 +106,7 @@ class RedisRegistry(Registry):
         self.shown_url = _options.redacted_url(url)
         try:
             from redis.asyncio import Redis
-            from redis.exceptions import RedisError
+            from redis.exceptions import RedisClusterException, RedisError
         except ImportError:
             raise ConfigurationError(
                 f"storage {self.shown_url!r} needs the Redis client: pip install 'wsgate[redis]'."
@@ -129,7 +129,9 @@ class RedisRegistry(Registry):
         if shape is None and isinstance(self._client, Redis):
             self.pool = self._client.connection_pool
         self._sharded = shape is not None and shape.mode == "cluster"
-        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        # A cluster client that reaches no node (all down, or the password refused) raises
+        # RedisClusterException, which is not a RedisError.
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, RedisClusterException)
         self._add = self._client.register_script(_scripts.ADD)
         self._count = self._client.register_script(_scripts.COUNT)
         self._total = self._client.register_script(_scripts.TOTAL)
