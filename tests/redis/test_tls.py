@@ -138,7 +138,7 @@ async def test_a_wrong_password_is_an_outage_that_follows_the_policy(
     finally:
         await backend.aclose()
     [line] = [record for record in caplog.records if record.name == "wsgate.redis"]
-    assert "cannot be reached" in line.getMessage()
+    assert "refuses the storage URL's credentials" in line.getMessage()
     assert "AuthenticationError" in line.getMessage() or "invalid username-password" in (
         line.getMessage()
     )

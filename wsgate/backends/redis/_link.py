@@ -65,8 +65,9 @@ class Link:
                 "it answers again; open connections keep working"
             )
         logger.error(
-            "Redis at %s cannot be reached (%d failure(s), last: %s: %s); %s",
+            "Redis at %s %s (%d failure(s), last: %s: %s); %s",
             self.shown_url,
+            _problem(exc),
             self._failures,
             type(exc).__name__,
             exc,
@@ -91,3 +92,23 @@ class Link:
 
     def __repr__(self) -> str:
         return "up" if self.up else "down" if self.down_since is not None else "not started"
+
+
+# What Redis answers to a wrong password or user, by server version and client.
+_CREDENTIALS_REFUSED: Final = (
+    "WRONGPASS",
+    "invalid username-password",
+    "NOAUTH",
+    "invalid password",
+    "auth:AuthenticationError",  # Sentinel's MasterNotFoundError, naming what each sentinel said
+)
+
+
+def _problem(exc: BaseException) -> str:
+    """What went wrong, for the log line: the credentials, or the link."""
+    text = str(exc)
+    if type(exc).__name__.startswith("Authentication") or any(
+        marker in text for marker in _CREDENTIALS_REFUSED
+    ):
+        return "refuses the storage URL's credentials (check its password and user)"
+    return "cannot be reached"
