@@ -101,7 +101,8 @@ def server() -> Iterator[LiveServer]:
 
 
 async def get(server: LiveServer, path: str, **headers: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    # CI runs four suites at once on two cores: a connect may wait past httpx's 5 s.
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         return await http.get(path, headers=headers)
 
 
