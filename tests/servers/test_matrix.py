@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,10 +109,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def _serving(port: int) -> bool:
+    """Whether the app answers HTTP on ``port``: a server may listen before its app has
+    started (a lifespan still running), and a WebSocket opened then may time out."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy from env
+    try:
+        with direct.open(f"http://127.0.0.1:{port}/ws/config", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:  # not listening yet, or refused, or not answering yet
+        return False
 
 
 @pytest.fixture(scope="module", params=SERVERS, ids=[server.name for server in SERVERS])
@@ -137,7 +143,7 @@ def running(request: pytest.FixtureRequest) -> Iterator[Running]:
             processes.append((process, port, log))
         deadline = time.monotonic() + START_TIMEOUT
         for process, port, log in processes:
-            while not _listening(port):
+            while not _serving(port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"{server.name} did not start:\n{log.read_text()[-3000:]}")
                 time.sleep(0.05)
