@@ -130,8 +130,15 @@ class RedisRegistry(Registry):
             self.pool = self._client.connection_pool
         self._sharded = shape is not None and shape.mode == "cluster"
         # A cluster client that reaches no node (all down, or the password refused) raises
-        # RedisClusterException, which is not a RedisError.
-        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, RedisClusterException)
+        # RedisClusterException, which is not a RedisError; under uvloop, a pipeline that
+        # writes to a node's connection as the node dies raises RuntimeError ("the handler is
+        # closed"): the same outage, not a bug to log with a traceback.
+        self._errors: tuple[type[BaseException], ...] = (
+            RedisError,
+            OSError,
+            RedisClusterException,
+            RuntimeError,
+        )
         self._add = self._client.register_script(_scripts.ADD)
         self._count = self._client.register_script(_scripts.COUNT)
         self._total = self._client.register_script(_scripts.TOTAL)
