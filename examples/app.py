@@ -142,12 +142,15 @@ def _room(message: dict[str, Any]) -> str:
 class ChatEndpoint(GatedEndpoint):
     """The JSON chat behind ``/ws``, ``/ws/secure``, ``/ws/{user_id}`` and ``/ws/v1/{user_id}``.
 
-    ``say`` stores the message before broadcasting it and ``history`` reads the room's last
-    messages, each in a chat-store session of its own (see :meth:`message_scope`).
+    ``say`` stores the message and broadcasts it once the store has committed it, and
+    ``history`` reads the room's last messages, each in a chat-store session of its own (see
+    :meth:`message_scope`).
     """
 
     protocol = "json"
     session: ChatSession
+    heard: list[tuple[str, dict[str, Any]]]
+    """The frames to broadcast once this message's store session has committed."""
 
     @property
     def user(self) -> GateUser:
@@ -168,9 +171,12 @@ class ChatEndpoint(GatedEndpoint):
     @asynccontextmanager
     async def _store_session(self) -> AsyncIterator[None]:
         store: ChatStore = self.scope["app"].state.store
+        heard: list[tuple[str, dict[str, Any]]] = []
         async with store.session() as session:  # commit on success, rollback on error
-            self.session = session
+            self.session, self.heard = session, heard
             yield
+        for room, frame in heard:  # after the commit: a member hears only what is stored
+            await self.rooms.broadcast(room, frame)
 
     async def on_message(self, websocket: WebSocket, message: dict[str, Any]) -> Any:
         kind = message["type"]
@@ -192,8 +198,9 @@ class ChatEndpoint(GatedEndpoint):
             if websocket not in self.rooms.members.get(room, ()):
                 raise ErrorReply(INVALID_MESSAGE, f"Join room {room!r} before speaking in it.")
             await self.session.add(room, self.user.identity, text)  # fails before it is heard
-            await self.rooms.broadcast(
-                room, {"type": "said", "room": room, "from": self.user.identity, "text": text}
+            # Heard once committed, so that a member's next history holds it.
+            self.heard.append(
+                (room, {"type": "said", "room": room, "from": self.user.identity, "text": text})
             )
             return None
         if kind == "history":
