@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
 import pytest
-import redis
 
-from tests.redis.server import HOST, TOKENS, GateProcess, RedisServer, gate_env, start_all
+from tests.redis.server import TOKENS, GateProcess, RedisServer, gate_env, start_all
+from tests.redis.test_ratelimit_batch import RedisCounters
 from wsgate.testing import WSClient
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -43,11 +43,11 @@ def pair(
 
 
 def evalsha_calls(server: RedisServer) -> int:
-    client = redis.Redis(host=HOST, port=server.port, socket_timeout=5)
+    counters = RedisCounters(server)
     try:
-        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+        return counters.read()[1]
     finally:
-        client.close()
+        counters.close()
 
 
 async def test_two_workers_leasing_hold_the_rate_together(
